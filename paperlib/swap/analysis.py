@@ -1,0 +1,203 @@
+"""The two passes of the swap analysis.
+
+Pass 1, on the *metric* tokens: stream the hidden states ``X_0 .. X_n`` of every batch into one
+:class:`~paperlib.swap.linear_fit.NormalEquations` per layer (eq. 12) and into the statistics of
+the baseline predictors, then solve for every ``A_i``.
+
+Pass 2, on the *delta* tokens: for every adjacent pair ``(i, i+1)``
+
+- ``delta = E_t ||L_{i+1}(L_i(X_i))_t - L_i(L_{i+1}(X_i))_t|| / ||X_{i,t}||`` (eq. 2), where the
+  unswapped order is the model's own ``X_{i+2}`` and the swapped order costs two block calls;
+- ``delta' = E_t ||Xhat_{i,t} (A_i A_{i+1} - A_{i+1} A_i)|| / ||Xhat_{i,t}||`` (eqs. 15-16);
+- the held-out R^2 of every fit.
+
+Both passes keep only ``O(n d^2)`` state, so memory does not grow with the token count.
+Baseline predictors (computed on the metric tokens, per pair, over the two-layer block
+``X_i -> X_{i+2}``):
+
+- ``block_influence``: ``1 - E_t cos(X_{i,t}, X_{i+2,t})`` (ShortGPT, Men et al. 2024);
+- ``angular_distance``: ``E_t arccos(cos(X_{i,t}, X_{i+2,t})) / pi`` (Gromov et al. 2024, averaged
+  over all tokens rather than the last one);
+- ``relative_update``: ``E_t ||X_{i+2,t} - X_{i,t}|| / ||X_{i,t}||``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from paperlib.data.tokens import TokenBatch
+from paperlib.swap.blocks import ResidualStack
+from paperlib.swap.indicators import commutator, dep, swap_score, trans
+from paperlib.swap.linear_fit import NormalEquations, window_mean
+
+BASELINES = ("block_influence", "angular_distance", "relative_update")
+
+
+@dataclass
+class FitResult:
+    """Output of pass 1: one map per layer and the baseline statistics per pair."""
+
+    A: list[np.ndarray]
+    r2: list[float]
+    n_tokens: int
+    baselines: dict[str, list[float]] = field(default_factory=dict)
+
+
+@dataclass
+class SwapResult:
+    """Output of pass 2: per pair delta and delta', per layer held-out R^2."""
+
+    delta: list[float]
+    delta_lin: list[float]
+    r2_heldout: list[float]
+    n_tokens: int
+
+
+def _valid_rows(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return x[mask.bool()]
+
+
+def _cos(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.cosine_similarity(a.float(), b.float(), dim=-1).clamp(-1.0, 1.0)
+
+
+def _device_of(stack: ResidualStack) -> torch.device:
+    return next(stack.model.parameters()).device
+
+
+@torch.no_grad()
+def fit_layers(
+    stack: ResidualStack,
+    batches: Sequence[TokenBatch],
+    window: int = 4,
+    ridge: float = 0.0,
+    progress: bool = True,
+) -> FitResult:
+    """Pass 1 (eq. 12 and the baselines) over ``batches``."""
+    device = _device_of(stack)
+    n = stack.n_layers
+    eqs: list[NormalEquations] | None = None
+    sums = {k: np.zeros(n - 1) for k in BASELINES}
+    count = 0
+    for batch in tqdm(batches, desc="pass 1: fit A_i", disable=not progress):
+        mask = batch.attention_mask.to(device)
+        tr = stack.trace(batch.input_ids.to(device), mask)
+        if eqs is None:
+            eqs = [NormalEquations(tr.hidden[0].shape[-1], device=device) for _ in range(n)]
+        rows = [_valid_rows(h, mask).float() for h in tr.hidden]
+        for i in range(n):
+            xhat = _valid_rows(window_mean(tr.hidden[i].float(), mask, window), mask)
+            eqs[i].update(xhat, rows[i + 1] - rows[i])
+        for i in range(n - 1):
+            c = _cos(rows[i], rows[i + 2])
+            sums["block_influence"][i] += float((1.0 - c).double().sum())
+            sums["angular_distance"][i] += float((torch.arccos(c) / math.pi).double().sum())
+            rel = (rows[i + 2] - rows[i]).norm(dim=-1) / rows[i].norm(dim=-1).clamp_min(1e-12)
+            sums["relative_update"][i] += float(rel.double().sum())
+        count += rows[0].shape[0]
+    if eqs is None:
+        raise ValueError("no batches to fit")
+    fits = [eq.solve(ridge) for eq in tqdm(eqs, desc="solve", disable=not progress)]
+    return FitResult(
+        A=[f.A for f in fits],
+        r2=[f.r2 for f in fits],
+        n_tokens=count,
+        baselines={k: list(v / count) for k, v in sums.items()},
+    )
+
+
+@torch.no_grad()
+def measure_swaps(
+    stack: ResidualStack,
+    batches: Sequence[TokenBatch],
+    fit: FitResult,
+    window: int = 4,
+    progress: bool = True,
+) -> SwapResult:
+    """Pass 2 (eqs. 2, 15-16 and held-out R^2) over ``batches``."""
+    device = _device_of(stack)
+    n = stack.n_layers
+    A = [torch.as_tensor(a, dtype=torch.float32, device=device) for a in fit.A]
+    K = [
+        torch.as_tensor(commutator(fit.A[i], fit.A[i + 1]), dtype=torch.float32, device=device)
+        for i in range(n - 1)
+    ]
+    delta = np.zeros(n - 1)
+    delta_lin = np.zeros(n - 1)
+    sse = np.zeros(n)
+    y_sq = np.zeros(n)
+    y_sum = None
+    count = 0
+    for batch in tqdm(batches, desc="pass 2: delta, delta'", disable=not progress):
+        mask = batch.attention_mask.to(device)
+        tr = stack.trace(batch.input_ids.to(device), mask)
+        xhats = [window_mean(h.float(), mask, window) for h in tr.hidden[:n]]
+        rows = [_valid_rows(h, mask).float() for h in tr.hidden]
+        xhat_rows = [_valid_rows(x, mask) for x in xhats]
+        if y_sum is None:
+            y_sum = np.zeros((n, rows[0].shape[-1]))
+        for i in range(n):
+            y = rows[i + 1] - rows[i]
+            sse[i] += float(((y - xhat_rows[i] @ A[i]) ** 2).double().sum())
+            y_sq[i] += float((y.double() ** 2).sum())
+            y_sum[i] += y.double().sum(0).cpu().numpy()
+        for i in range(n - 1):
+            x = tr.hidden[i]
+            swapped = tr.call(stack.blocks[i], tr.call(stack.blocks[i + 1], x))
+            diff = _valid_rows(tr.hidden[i + 2].float() - swapped.float(), mask)
+            delta[i] += float((diff.norm(dim=-1) / rows[i].norm(dim=-1).clamp_min(1e-12)).double().sum())
+            xh = xhat_rows[i]
+            lin = (xh @ K[i]).norm(dim=-1) / xh.norm(dim=-1).clamp_min(1e-12)
+            delta_lin[i] += float(lin.double().sum())
+        count += rows[0].shape[0]
+    if count == 0:
+        raise ValueError("no tokens to measure")
+    sst = y_sq - (y_sum**2).sum(1) / count
+    return SwapResult(
+        delta=list(delta / count),
+        delta_lin=list(delta_lin / count),
+        r2_heldout=list(1.0 - sse / sst),
+        n_tokens=count,
+    )
+
+
+def pair_rows(fit: FitResult, swaps: SwapResult | None = None) -> list[dict]:
+    """One row per adjacent pair, layers numbered from 1 as in the paper."""
+    n = len(fit.A)
+    t = [trans(a) for a in fit.A]
+    rows = []
+    for i in range(n - 1):
+        d_ij, d_ji = dep(fit.A[i], fit.A[i + 1]), dep(fit.A[i + 1], fit.A[i])
+        row = {
+            "i": i + 1,
+            "j": i + 2,
+            "trans_i": t[i],
+            "trans_j": t[i + 1],
+            "dep_ij": d_ij,
+            "dep_ji": d_ji,
+            "r": swap_score(t[i], t[i + 1], d_ij, d_ji),
+        }
+        if swaps is not None:
+            row["delta"] = swaps.delta[i]
+            row["delta_lin"] = swaps.delta_lin[i]
+        for k, v in fit.baselines.items():
+            row[k] = v[i]
+        rows.append(row)
+    return rows
+
+
+def layer_rows(fit: FitResult, swaps: SwapResult | None = None) -> list[dict]:
+    """One row per layer: Trans and the fit quality (train and held-out R^2)."""
+    rows = []
+    for i, a in enumerate(fit.A):
+        row = {"layer": i + 1, "trans": trans(a), "r2_fit": fit.r2[i]}
+        if swaps is not None:
+            row["r2_heldout"] = swaps.r2_heldout[i]
+        rows.append(row)
+    return rows

@@ -1,0 +1,53 @@
+"""``python -m paperlib swap``: the swap table of one model on one text, as CSV."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import fields
+
+from paperlib.swap.config import SwapConfig
+
+HELP = {
+    "model": "embedded name (smollm2-135m, minilm-l6), hub name (gpt2-large) or local folder",
+    "text": "wiki | lee (embedded), webtext (the paper's, downloads), webtext:DIR, or a .txt/.jsonl path",
+    "metric_tokens": "tokens for the fits A_i (eq. 12); at least the hidden size",
+    "delta_tokens": "tokens for delta (eq. 2) and delta' (eq. 16)",
+    "window": "Xhat averages the token and the window-1 tokens before it (paper: 4)",
+    "ridge": "ridge lambda (times the token count) added to the normal equations",
+}
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("swap", help="adjacent-layer swap analysis (paper A)", description=__doc__)
+    defaults = SwapConfig()
+    for f in fields(SwapConfig):
+        flag = "--" + f.name.replace("_", "-")
+        p.add_argument(flag, dest=f.name, type=type(getattr(defaults, f.name)),
+                       default=getattr(defaults, f.name), help=HELP.get(f.name, f.name) + " (default: %(default)s)")
+    p.add_argument("--tokens", type=int, default=None, help="shorthand: metric tokens; delta gets a quarter")
+    p.add_argument("--out", default="swap_table.csv", help="CSV with one row per adjacent pair")
+    p.add_argument("--layers-out", default=None, help="optional CSV with one row per layer (Trans, R^2)")
+    p.add_argument("--cache-dir", default="default", help="where finished passes are kept ('none' to disable)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from paperlib.swap.pipeline import run_swap_analysis
+    from paperlib.swap.stats import spearman
+
+    values = {f.name: getattr(args, f.name) for f in fields(SwapConfig)}
+    if args.tokens is not None:
+        values["metric_tokens"] = args.tokens
+        values["delta_tokens"] = max(1, args.tokens // 4)
+    config = SwapConfig(**values)
+    cache = None if args.cache_dir == "none" else args.cache_dir
+    result = run_swap_analysis(config, cache_dir=cache, progress=not args.quiet)
+    result.pairs.to_csv(args.out, index=False)
+    if args.layers_out:
+        result.layers.to_csv(args.layers_out, index=False)
+    print(f"wrote {len(result.pairs)} pairs to {args.out}")
+    if len(result.pairs) >= 3:
+        print("r vs delta:      ", spearman(result.pairs["r"], result.pairs["delta"]))
+        print("delta' vs delta: ", spearman(result.pairs["delta_lin"], result.pairs["delta"]))
+    return 0

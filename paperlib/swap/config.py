@@ -1,0 +1,40 @@
+"""Configuration of one swap analysis (a small dataclass, as in transformers/peft)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+
+#: what the paper ran (section 4.2); token counts are not given in the paper
+PAPER = {"model": "gpt2-large", "text": "webtext", "seq_len": 1024}
+
+
+@dataclass
+class SwapConfig:
+    model: str = "smollm2-135m"  # embedded name, hub name (gpt2-large) or local folder
+    text: str = "wiki"  # wiki | lee | webtext | webtext:DIR | path to .txt/.jsonl
+    metric_tokens: int = 16384  # tokens for the fits (eq. 12) and the baselines
+    delta_tokens: int = 4096  # tokens for delta (eq. 2) and delta' (eq. 16)
+    seq_len: int = 128
+    batch_size: int = 8
+    window: int = 4  # Xhat = mean of the token and the window-1 before it
+    ridge: float = 0.0
+    device: str = "cpu"
+    dtype: str = "float32"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.window, int) or self.window < 1:
+            raise ValueError(f"window must be a positive integer (the paper uses 4), got {self.window!r}")
+        for name in ("metric_tokens", "delta_tokens", "seq_len", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.ridge < 0:
+            raise ValueError(f"ridge must be >= 0, got {self.ridge}")
+
+    def key(self) -> str:
+        """Cache key: everything that changes the numbers (not the device)."""
+        d = asdict(self)
+        d.pop("device")
+        return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
