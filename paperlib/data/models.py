@@ -13,8 +13,10 @@ needs only the residual stream.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,6 +79,23 @@ def embedded_location(name: str) -> tuple[str, dict]:
     return str(module.get_model_path()), {}
 
 
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """Silence transformers' info/warning logs and its loading progress bars for a block."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
 def describe_model(name: str) -> str:
     """One line for figure captions: what model produced a result."""
     if name in EMBEDDED_MODELS:
@@ -94,8 +113,9 @@ def load_model(
     else:
         where, extra = name, {}
     try:
-        tokenizer = AutoTokenizer.from_pretrained(where, **extra)
-        model = AutoModel.from_pretrained(where, dtype=torch_dtype, **extra)
+        with quiet_transformers():
+            tokenizer = AutoTokenizer.from_pretrained(where, **extra)
+            model = AutoModel.from_pretrained(where, dtype=torch_dtype, **extra)
     except (OSError, ValueError) as err:
         raise ModelLoadError(
             f"could not load model {name!r}: {err.__class__.__name__}: {str(err)[:300]}\n"

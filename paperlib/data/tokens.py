@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from paperlib.data.models import quiet_transformers
+
 
 @dataclass
 class TokenBatch:
@@ -49,7 +51,8 @@ def sequences(
     out: list[list[int]] = []
     total = 0
     for doc in docs:
-        ids = tokenizer(doc, add_special_tokens=False)["input_ids"]
+        with quiet_transformers():  # whole documents exceed model_max_length before cutting
+            ids = tokenizer(doc, add_special_tokens=False)["input_ids"]
         for start in range(0, len(ids), body):
             piece = pre + ids[start : start + body] + post
             if len(piece) < min_len:

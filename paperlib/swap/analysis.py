@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from paperlib.data.tokens import TokenBatch
 from paperlib.swap.blocks import ResidualStack

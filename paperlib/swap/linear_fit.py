@@ -32,14 +32,14 @@ def window_mean(x: torch.Tensor, mask: torch.Tensor, window: int = 4) -> torch.T
         raise ValueError(f"window must be a positive integer (the paper uses 4), got {window!r}")
     m = mask.to(x.dtype).unsqueeze(-1)
     xm = x * m
-    csum = torch.cumsum(xm, dim=1)
-    ccount = torch.cumsum(m, dim=1)
-    if window < x.shape[1]:
-        pad_x = torch.zeros_like(csum[:, :window])
-        pad_c = torch.zeros_like(ccount[:, :window])
-        csum = csum - torch.cat([pad_x, csum[:, :-window]], dim=1)
-        ccount = ccount - torch.cat([pad_c, ccount[:, :-window]], dim=1)
-    return csum / ccount.clamp_min(1.0) * m
+    # sum of shifted copies, not a difference of running sums: over long sequences with large
+    # activations the cumulative sums lose the small variations in float32
+    wsum = xm.clone()
+    wcount = m.clone()
+    for k in range(1, min(window, x.shape[1])):
+        wsum[:, k:] += xm[:, :-k]
+        wcount[:, k:] += m[:, :-k]
+    return wsum / wcount.clamp_min(1.0) * m
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,9 +38,13 @@ def spearman(x, y, n_resamples: int = 2000, seed: int = 0, confidence: float = 0
     def stat(a, b):
         return stats.spearmanr(a, b).statistic
 
-    boot = stats.bootstrap(
-        (x, y), stat, paired=True, vectorized=False, n_resamples=n_resamples,
-        confidence_level=confidence, method="percentile", rng=np.random.default_rng(seed),
-    )
+    with warnings.catch_warnings():
+        # with few pairs some resamples repeat one pair only: their rho is undefined (nan)
+        warnings.simplefilter("ignore", stats.ConstantInputWarning)
+        warnings.simplefilter("ignore", stats.DegenerateDataWarning)
+        boot = stats.bootstrap(
+            (x, y), stat, paired=True, vectorized=False, n_resamples=n_resamples,
+            confidence_level=confidence, method="percentile", rng=np.random.default_rng(seed),
+        )
     lo, hi = boot.confidence_interval
     return Correlation(float(res.statistic), float(res.pvalue), float(lo), float(hi), len(x))

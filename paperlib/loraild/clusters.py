@@ -1,0 +1,92 @@
+"""Cluster analysis of the student's layers (section 5, Table 2).
+
+For every student layer, ``KMeans(n_clusters = n_classes, random_state=0, n_init=10)`` is fitted on
+
+(a) ``hidden``: the layer output (LoRA added, as the model computes it), flattened over
+    ``max_length`` positions x hidden size (sequences padded to ``max_length``, as the authors do);
+(b) ``ild``: the vectors the intermediate loss uses: for LoRAILD the LoRA-A features ``h_x^S`` of
+    each module (query / key / value; flattened ``max_length x r``), for RAIL-KD_l the per-layer
+    32-dim projection of the mean-pooled layer output;
+
+and scored with the adjusted Rand index against the gold labels (1 = the clusters are the
+classes, about 0 = unrelated).  Scores are averaged over seeds by :func:`average_scores`.
+Regression tasks (STS-B) have no classes and are skipped, as in the paper.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.cluster import KMeans
+from sklearn.metrics import adjusted_rand_score
+from torch.utils.data import DataLoader
+
+from paperlib.loraild.losses import pooled_layers
+from paperlib.loraild.models import LORA_TARGETS
+
+
+def ari_of_kmeans(features: np.ndarray, labels: np.ndarray, n_clusters: int | None = None) -> float:
+    """ARI between gold ``labels`` and ``KMeans(k, random_state=0, n_init=10)`` clusters of ``features``."""
+    labels = np.asarray(labels)
+    k = n_clusters or len(np.unique(labels))
+    x = np.asarray(features, dtype=np.float64).reshape(len(labels), -1)
+    pred = KMeans(n_clusters=k, random_state=0, n_init=10).fit_predict(x)
+    return float(adjusted_rand_score(labels, pred))
+
+
+@torch.no_grad()
+def collect_features(model, loader: DataLoader, device: torch.device | str) -> tuple[dict, np.ndarray]:
+    """Per (kind, module) the list over layers of ``[N, D]`` arrays, and the gold labels.
+
+    ``model`` is a :class:`~paperlib.loraild.distill.DistillModel` (student, recorder, rail head).
+    """
+    model.eval()
+    feats: dict[tuple[str, str], list[list[np.ndarray]]] = {}
+    labels = []
+
+    def add(key: tuple[str, str], layer: int, arr: torch.Tensor) -> None:
+        rows = feats.setdefault(key, [])
+        while len(rows) <= layer:
+            rows.append([])
+        rows[layer].append(arr.float().flatten(1).cpu().numpy())
+
+    for batch in loader:
+        batch = {k: v.to(device) for k, v in batch.items()}
+        out = model.student_forward(batch, hidden=True)
+        hs = out.hidden_states[1:]
+        for li, h in enumerate(hs):
+            add(("hidden", "-"), li, h)
+        if model.recorder is not None:
+            stacked = model.recorder.stacked()  # [B, T, L, 3, r]
+            for li in range(stacked.shape[2]):
+                for mi, name in enumerate(LORA_TARGETS):
+                    add(("ild", name), li, stacked[:, :, li, mi])
+            model.recorder.clear()
+        if model.rail is not None and model.rail.mode == "l":
+            proj = model.rail.project_student(pooled_layers(out.hidden_states, batch["attention_mask"]))
+            for li in range(proj.shape[1]):
+                add(("ild", "projection"), li, proj[:, li])
+        labels.append(batch["labels"].cpu().numpy())
+    merged = {k: [np.concatenate(chunks) for chunks in rows] for k, rows in feats.items()}
+    return merged, np.concatenate(labels)
+
+
+def cluster_scores(model, loader: DataLoader, device: torch.device | str, n_classes: int) -> pd.DataFrame:
+    """ARI per layer, kind and module (columns ``kind``, ``module``, ``layer``, ``ari``)."""
+    feats, labels = collect_features(model, loader, device)
+    rows = []
+    for (kind, module), layers in feats.items():
+        for li, x in enumerate(layers):
+            rows.append({"kind": kind, "module": module, "layer": li,
+                         "ari": ari_of_kmeans(x, labels, n_classes)})
+    return pd.DataFrame(rows)
+
+
+def average_scores(frame: pd.DataFrame) -> pd.DataFrame:
+    """Mean ARI over seeds: rows (task, method, kind, module), one column per layer."""
+    keys = [c for c in ("task", "method", "kind", "module") if c in frame.columns]
+    return frame.groupby(keys + ["layer"])["ari"].mean().unstack("layer")
+
+
+__all__ = ["ari_of_kmeans", "collect_features", "cluster_scores", "average_scores"]

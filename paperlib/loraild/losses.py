@@ -1,0 +1,113 @@
+"""Loss terms of eqs. (1)-(4) and the RAIL-KD baselines.
+
+- ``L_CE``: cross-entropy with the gold label (MSE for the regression task STS-B).
+- ``L_KD`` (eq. 2): ``KL(p_T || p_S)`` with ``p = softmax(z / T)`` (temperature applied to the
+  logits *before* the softmax; the authors' code divides the probabilities, a no-op at their
+  T = 1), summed over classes and averaged over the batch; STS-B: MSE between the two outputs.
+  No ``T^2`` factor (the paper uses T = 1).
+- ``L_ILD`` (eq. 3): with ``h`` the per-token concatenation of the aligned LoRA-A features,
+  ``|| h^T / |h^T|_2 - h^S / |h^S|_2 ||_2^2``, averaged over the real (non-padding) tokens of the
+  batch.  ``mask=None`` averages over every position, padding included (the authors' code, which
+  pads every sequence to ``max_length``); the paper writes a sum over the batch, the code a mean.
+- RAIL-KD (Haidar et al.): mean-pooled hidden states ``h_bar`` of the selected layers, linearly
+  projected to 32 dims by training-only maps ``W_T``, ``W_S``, normalised; non-squared L2 distance
+  averaged over the batch.  ``_c`` concatenates the layers before one projection; ``_l`` projects
+  each layer with its own map and averages the per-layer distances.
+- eq. (4): ``L = lambda_1 L_CE + lambda_2 L_KD + lambda_3 L_ILD`` (weights from
+  :mod:`paperlib.loraild.curriculum`).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def ce_loss(logits: torch.Tensor, labels: torch.Tensor, regression: bool = False) -> torch.Tensor:
+    """``L_CE``: cross-entropy, or MSE on the single output for regression."""
+    if regression:
+        return F.mse_loss(logits.squeeze(-1), labels.float())
+    return F.cross_entropy(logits, labels.long())
+
+
+def kd_loss(teacher_logits: torch.Tensor, student_logits: torch.Tensor, temperature: float = 1.0,
+            regression: bool = False) -> torch.Tensor:
+    """``L_KD`` (eq. 2): ``KL(softmax(z_T/T) || softmax(z_S/T))``, batch mean; MSE for regression."""
+    if regression:
+        return F.mse_loss(student_logits, teacher_logits)
+    log_p_s = F.log_softmax(student_logits / temperature, dim=-1)
+    log_p_t = F.log_softmax(teacher_logits / temperature, dim=-1)
+    return F.kl_div(log_p_s, log_p_t, reduction="batchmean", log_target=True)
+
+
+def normalise(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """``x / |x|_2`` along the last dimension."""
+    return x / x.norm(dim=-1, keepdim=True).clamp_min(eps)
+
+
+def ild_loss(teacher: torch.Tensor, student: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """``L_ILD`` (eq. 3) for ``[B, T, D]`` features; ``mask`` ``[B, T]`` (1 = real token) or ``None``."""
+    if teacher.shape != student.shape:
+        raise ValueError(f"teacher features {tuple(teacher.shape)} != student features {tuple(student.shape)}")
+    per_token = (normalise(teacher) - normalise(student)).pow(2).sum(dim=-1)  # [B, T]
+    if mask is None:
+        return per_token.mean()
+    m = mask.to(per_token.dtype)
+    return (per_token * m).sum() / m.sum().clamp_min(1.0)
+
+
+def mean_pool(hidden: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """``h_bar``: mean over the tokens (real tokens only when ``mask`` is given), ``[B, T, H] -> [B, H]``."""
+    if mask is None:
+        return hidden.mean(dim=1)
+    m = mask.to(hidden.dtype).unsqueeze(-1)
+    return (hidden * m).sum(dim=1) / m.sum(dim=1).clamp_min(1.0)
+
+
+def pooled_layers(hidden_states: tuple[torch.Tensor, ...], mask: torch.Tensor | None) -> torch.Tensor:
+    """``[B, L, H]``: mean-pooled outputs of every transformer layer (embeddings excluded)."""
+    return torch.stack([mean_pool(h, mask) for h in hidden_states[1:]], dim=1)
+
+
+def l2_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Batch mean of ``|a/|a| - b/|b||_2`` (RAIL-KD's non-squared distance)."""
+    return (normalise(a) - normalise(b)).norm(dim=-1).mean()
+
+
+class RailKDHead(nn.Module):
+    """RAIL-KD's training-only projections (``mode`` ``"c"``: concatenated; ``"l"``: per layer)."""
+
+    def __init__(self, mode: str, teacher_hidden: int, student_hidden: int, n_teacher: int,
+                 n_student: int, dim: int = 32):
+        super().__init__()
+        if mode not in ("c", "l"):
+            raise ValueError("RAIL-KD mode is 'c' or 'l'")
+        self.mode, self.n_student = mode, n_student
+        if mode == "c":
+            self.w_t = nn.Linear(teacher_hidden * n_student, dim)
+            self.w_s = nn.Linear(student_hidden * n_student, dim)
+        else:
+            self.w_t = nn.ModuleList(nn.Linear(teacher_hidden, dim) for _ in range(n_teacher))
+            self.w_s = nn.ModuleList(nn.Linear(student_hidden, dim) for _ in range(n_student))
+
+    def project_student(self, s_pooled: torch.Tensor) -> torch.Tensor:
+        """``[B, n_s, dim]`` for ``_l`` (per layer) or ``[B, dim]`` for ``_c``."""
+        if self.mode == "c":
+            return self.w_s(s_pooled.flatten(1))
+        return torch.stack([w(s_pooled[:, j]) for j, w in enumerate(self.w_s)], dim=1)
+
+    def forward(self, t_pooled: torch.Tensor, s_pooled: torch.Tensor, selected: list[int]) -> torch.Tensor:
+        """Loss for teacher layers ``selected`` (sorted, one per student layer)."""
+        if len(selected) != self.n_student:
+            raise ValueError(f"need {self.n_student} teacher layers, got {len(selected)}")
+        t_sel = t_pooled[:, selected]  # [B, n_s, H_t]
+        if self.mode == "c":
+            return l2_distance(self.w_t(t_sel.flatten(1)), self.w_s(s_pooled.flatten(1)))
+        losses = [l2_distance(self.w_t[t](t_sel[:, j]), self.w_s[j](s_pooled[:, j]))
+                  for j, t in enumerate(selected)]
+        return torch.stack(losses).mean()
+
+
+__all__ = ["ce_loss", "kd_loss", "ild_loss", "normalise", "mean_pool", "pooled_layers",
+           "l2_distance", "RailKDHead"]

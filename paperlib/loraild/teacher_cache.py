@@ -1,0 +1,163 @@
+"""Frozen-teacher outputs on the training split, computed once and reused across epochs and methods.
+
+The stage-2 teacher is fixed (eval mode, no dropout), so its outputs for a training example do not
+depend on the epoch, the method or the seed.  Three parts are stored (in the split's order):
+
+- ``logits`` ``[N, C]`` (all KD methods);
+- ``lora``: the LoRA-A features of every layer, ``[tokens, n_t * 3 * r]`` per example (LoRAILD),
+  kept for the real tokens only, or for all ``max_length`` positions when padding is not masked;
+- ``pooled`` ``[N, n_t, H]``: mean-pooled layer outputs (RAIL-KD).
+
+A batch may be padded to a different length than the caching pass: with key padding masked, the
+outputs at the real tokens do not depend on how much padding follows, so the stored vectors are
+the ones a live teacher would give.  Parts whose estimated size exceeds ``max_gb`` are not cached
+and the teacher runs alongside the student instead (the paper's largest tasks at full size).
+Parts are saved under the teacher's folder (``cache-<key>/<part>.pt``) and kept in memory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from paperlib.loraild.features import LoraFeatureRecorder
+from paperlib.loraild.losses import pooled_layers
+from paperlib.loraild.models import forward_kwargs
+
+PARTS = ("logits", "lora", "pooled")
+_MEMORY: dict[str, torch.Tensor | dict] = {}
+
+
+@dataclass
+class TeacherBatch:
+    """Teacher outputs for one batch (``lora``: ``[B, T, n_t, 3, r]``; ``pooled``: ``[B, n_t, H]``)."""
+
+    logits: torch.Tensor
+    lora: torch.Tensor | None = None
+    pooled: torch.Tensor | None = None
+
+
+@torch.no_grad()
+def teacher_forward(teacher: nn.Module, batch: dict[str, torch.Tensor], recorder: LoraFeatureRecorder | None,
+                    need_pooled: bool, mask_padding: bool = True) -> TeacherBatch:
+    """Run the frozen teacher on a batch and collect the requested outputs."""
+    out = teacher(**forward_kwargs(teacher, batch), output_hidden_states=need_pooled)
+    lora = recorder.stacked() if recorder is not None else None
+    pooled = None
+    if need_pooled:
+        pooled = pooled_layers(out.hidden_states, batch["attention_mask"] if mask_padding else None)
+    return TeacherBatch(out.logits.float(), lora, pooled)
+
+
+def estimate_bytes(part: str, lengths: list[int], n_layers: int, rank: int, hidden: int, num_labels: int) -> int:
+    """Bytes a cached part takes in float32."""
+    n = len(lengths)
+    if part == "logits":
+        return 4 * n * num_labels
+    if part == "lora":
+        return 4 * sum(lengths) * n_layers * 3 * rank
+    return 4 * n * n_layers * hidden
+
+
+class TeacherCache:
+    """Cached teacher outputs of one split, looked up by example index."""
+
+    def __init__(self, parts: dict[str, torch.Tensor | dict]):
+        self.parts = parts
+
+    def has(self, part: str) -> bool:
+        return part in self.parts
+
+    def lookup(self, idx: torch.Tensor, seq_len: int, device: torch.device | str) -> TeacherBatch:
+        """Outputs for examples ``idx``; LoRA features zero-padded to ``seq_len`` tokens."""
+        cpu_idx = idx.detach().cpu()
+        logits = self.parts["logits"][cpu_idx].to(device)  # type: ignore[index]
+        lora = pooled = None
+        if "lora" in self.parts:
+            store = self.parts["lora"]
+            flat, offsets, shape = store["flat"], store["offsets"], store["shape"]  # type: ignore[index]
+            out = torch.zeros((len(cpu_idx), seq_len, flat.shape[1]), dtype=flat.dtype)
+            for row, i in enumerate(cpu_idx.tolist()):
+                a, b = int(offsets[i]), int(offsets[i + 1])
+                k = min(b - a, seq_len)
+                out[row, :k] = flat[a:a + k]
+            lora = out.view(len(cpu_idx), seq_len, *shape).to(device)
+        if "pooled" in self.parts:
+            pooled = self.parts["pooled"][cpu_idx].to(device)  # type: ignore[index]
+        return TeacherBatch(logits, lora, pooled)
+
+
+@torch.no_grad()
+def compute_parts(teacher: nn.Module, loader: DataLoader, parts: tuple[str, ...], mask_padding: bool,
+                  device: torch.device | str, progress: bool = False) -> dict[str, torch.Tensor | dict]:
+    """One pass of the teacher over ``loader`` (in the split's order) collecting ``parts``."""
+    recorder = LoraFeatureRecorder(teacher) if "lora" in parts else None
+    logits, pooled, flat, lengths = [], [], [], []
+    shape = None
+    try:
+        for batch in tqdm(loader, desc="teacher outputs", disable=not progress, leave=False):
+            batch = {k: v.to(device) for k, v in batch.items()}
+            tb = teacher_forward(teacher, batch, recorder, "pooled" in parts, mask_padding)
+            logits.append(tb.logits.cpu())
+            if tb.pooled is not None:
+                pooled.append(tb.pooled.float().cpu())
+            if tb.lora is not None:
+                shape = tuple(tb.lora.shape[2:])
+                feats = tb.lora.float().flatten(2).cpu()  # [B, T, D]
+                keep = batch["attention_mask"].sum(1).cpu() if mask_padding else torch.full(
+                    (feats.shape[0],), feats.shape[1])
+                for row in range(feats.shape[0]):
+                    k = int(keep[row])
+                    flat.append(feats[row, :k].clone())
+                    lengths.append(k)
+    finally:
+        if recorder is not None:
+            recorder.remove()
+    out: dict[str, torch.Tensor | dict] = {"logits": torch.cat(logits)}
+    if "pooled" in parts:
+        out["pooled"] = torch.cat(pooled)
+    if "lora" in parts:
+        offsets = torch.zeros(len(lengths) + 1, dtype=torch.long)
+        offsets[1:] = torch.cumsum(torch.tensor(lengths, dtype=torch.long), 0)
+        out["lora"] = {"flat": torch.cat(flat), "offsets": offsets, "shape": shape}
+    return out
+
+
+def load_or_compute(folder: Path, teacher: nn.Module, loader: DataLoader, parts: tuple[str, ...],
+                    mask_padding: bool, device: torch.device | str, write: bool = True,
+                    progress: bool = False) -> TeacherCache:
+    """The cache for ``parts``: from memory, else from ``folder``, else computed (and saved if ``write``)."""
+    folder = Path(folder)
+    have: dict[str, torch.Tensor | dict] = {}
+    for part in parts:
+        key = f"{folder}/{part}"
+        if key in _MEMORY:
+            have[part] = _MEMORY[key]
+        elif (folder / f"{part}.pt").exists():
+            have[part] = _MEMORY[key] = torch.load(folder / f"{part}.pt", weights_only=False)
+    missing = tuple(p for p in parts if p not in have)
+    if missing:
+        new = compute_parts(teacher, loader, tuple(set(missing) | {"logits"}), mask_padding, device, progress)
+        if write:
+            folder.mkdir(parents=True, exist_ok=True)
+        for part in missing:
+            have[part] = _MEMORY[f"{folder}/{part}"] = new[part]
+            if write:
+                tmp = folder / f"{part}.pt.tmp"
+                torch.save(new[part], tmp)
+                tmp.replace(folder / f"{part}.pt")
+    return TeacherCache(have)
+
+
+def clear_memory() -> None:
+    """Forget the in-process copies (the files stay)."""
+    _MEMORY.clear()
+
+
+__all__ = ["TeacherBatch", "TeacherCache", "teacher_forward", "compute_parts", "load_or_compute",
+           "estimate_bytes", "clear_memory", "PARTS"]
