@@ -83,7 +83,7 @@ def fit_layers(
     device = _device_of(stack)
     n = stack.n_layers
     eqs: list[NormalEquations] | None = None
-    sums = {k: np.zeros(n - 1) for k in BASELINES}
+    sums = {k: torch.zeros(n - 1, dtype=torch.float64, device=device) for k in BASELINES}
     count = 0
     for batch in tqdm(batches, desc="pass 1: fit A_i", disable=not progress):
         mask = batch.attention_mask.to(device)
@@ -96,10 +96,10 @@ def fit_layers(
             eqs[i].update(xhat, rows[i + 1] - rows[i])
         for i in range(n - 1):
             c = _cos(rows[i], rows[i + 2])
-            sums["block_influence"][i] += float((1.0 - c).double().sum())
-            sums["angular_distance"][i] += float((torch.arccos(c) / math.pi).double().sum())
+            sums["block_influence"][i] += (1.0 - c).sum(dtype=torch.float64)
+            sums["angular_distance"][i] += (torch.arccos(c) / math.pi).sum(dtype=torch.float64)
             rel = (rows[i + 2] - rows[i]).norm(dim=-1) / rows[i].norm(dim=-1).clamp_min(1e-12)
-            sums["relative_update"][i] += float(rel.double().sum())
+            sums["relative_update"][i] += rel.sum(dtype=torch.float64)
         count += rows[0].shape[0]
     if eqs is None:
         raise ValueError("no batches to fit")
@@ -108,7 +108,7 @@ def fit_layers(
         A=[f.A for f in fits],
         r2=[f.r2 for f in fits],
         n_tokens=count,
-        baselines={k: list(v / count) for k, v in sums.items()},
+        baselines={k: (v / count).tolist() for k, v in sums.items()},
     )
 
 
@@ -128,41 +128,37 @@ def measure_swaps(
         torch.as_tensor(commutator(fit.A[i], fit.A[i + 1]), dtype=torch.float32, device=device)
         for i in range(n - 1)
     ]
-    delta = np.zeros(n - 1)
-    delta_lin = np.zeros(n - 1)
-    sse = np.zeros(n)
-    y_sq = np.zeros(n)
+    acc = torch.zeros(4, n, dtype=torch.float64, device=device)  # delta, delta', sse, sum y^2
     y_sum = None
     count = 0
     for batch in tqdm(batches, desc="pass 2: delta, delta'", disable=not progress):
         mask = batch.attention_mask.to(device)
         tr = stack.trace(batch.input_ids.to(device), mask)
-        xhats = [window_mean(h.float(), mask, window) for h in tr.hidden[:n]]
         rows = [_valid_rows(h, mask).float() for h in tr.hidden]
-        xhat_rows = [_valid_rows(x, mask) for x in xhats]
+        xhat_rows = [_valid_rows(window_mean(h.float(), mask, window), mask) for h in tr.hidden[:n]]
         if y_sum is None:
-            y_sum = np.zeros((n, rows[0].shape[-1]))
+            y_sum = torch.zeros(n, rows[0].shape[-1], dtype=torch.float64, device=device)
         for i in range(n):
             y = rows[i + 1] - rows[i]
-            sse[i] += float(((y - xhat_rows[i] @ A[i]) ** 2).double().sum())
-            y_sq[i] += float((y.double() ** 2).sum())
-            y_sum[i] += y.double().sum(0).cpu().numpy()
+            acc[2, i] += ((y - xhat_rows[i] @ A[i]) ** 2).sum(dtype=torch.float64)
+            acc[3, i] += (y.to(torch.float64) ** 2).sum()
+            y_sum[i] += y.sum(0, dtype=torch.float64)
         for i in range(n - 1):
-            x = tr.hidden[i]
-            swapped = tr.call(stack.blocks[i], tr.call(stack.blocks[i + 1], x))
+            swapped = tr.call(stack.blocks[i], tr.call(stack.blocks[i + 1], tr.hidden[i]))
             diff = _valid_rows(tr.hidden[i + 2].float() - swapped.float(), mask)
-            delta[i] += float((diff.norm(dim=-1) / rows[i].norm(dim=-1).clamp_min(1e-12)).double().sum())
+            norm_x = rows[i].norm(dim=-1).clamp_min(1e-12)
+            acc[0, i] += (diff.norm(dim=-1) / norm_x).sum(dtype=torch.float64)
             xh = xhat_rows[i]
-            lin = (xh @ K[i]).norm(dim=-1) / xh.norm(dim=-1).clamp_min(1e-12)
-            delta_lin[i] += float(lin.double().sum())
+            acc[1, i] += ((xh @ K[i]).norm(dim=-1) / xh.norm(dim=-1).clamp_min(1e-12)).sum(dtype=torch.float64)
         count += rows[0].shape[0]
     if count == 0:
         raise ValueError("no tokens to measure")
-    sst = y_sq - (y_sum**2).sum(1) / count
+    acc = acc.cpu().numpy()
+    sst = acc[3] - (y_sum.cpu().numpy() ** 2).sum(1) / count
     return SwapResult(
-        delta=list(delta / count),
-        delta_lin=list(delta_lin / count),
-        r2_heldout=list(1.0 - sse / sst),
+        delta=(acc[0, : n - 1] / count).tolist(),
+        delta_lin=(acc[1, : n - 1] / count).tolist(),
+        r2_heldout=(1.0 - acc[2] / sst).tolist(),
         n_tokens=count,
     )
 

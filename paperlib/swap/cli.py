@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from dataclasses import fields
 
 from paperlib.swap.config import SwapConfig
@@ -33,6 +34,20 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run the analysis; a problem the user can fix (bad option, missing text or model, too few
+    tokens, unsupported model) is an ``error: ...`` message on stderr, no traceback, exit status 2."""
+    from paperlib.swap.blocks import UnsupportedModelError
+
+    # ValueError covers TooFewTokensError, TextSourceError and bad options; OSError covers
+    # ModelLoadError and unwritable outputs; UnsupportedModelError is a TypeError
+    try:
+        return _run(args)
+    except (ValueError, OSError, UnsupportedModelError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
     from paperlib.swap.pipeline import run_swap_analysis
     from paperlib.swap.stats import spearman
 

@@ -35,8 +35,9 @@ constructions here satisfy only in part:
   :func:`check_bound` measures;
 * the step from eq. 23 to eq. 24 assumes ``||l_i(X)_t|| / ||X_t||`` and
   ``||l_{i+1}(X)_t|| / ||X_t||`` independent, equates their means with ``Trans`` of the fitted
-  maps (exact only for linear layers and isotropic tokens, where
-  ``E ||x A||^2 / ||x||^2 = ||A||_F^2 / d``) and replaces ``||P_{i+1}^out P_i^in||_2`` by
+  maps (only approximate: for linear layers and isotropic tokens ``Trans(A)^2 =
+  E ||x A||^2 / ||x||^2``, so Trans is the root mean square of the relative update, not its
+  mean) and replaces ``||P_{i+1}^out P_i^in||_2`` by
   ``Dep(i+1, i)``.  For ``A = P_in M P_out`` one has ``Dep(i, j) <= ||P_i^out P_j^in||_2``
   (sub-multiplicativity), so the replacement can only *shrink* the right side: the constant of
   eq. 24 absorbs the gap.  :func:`check_bound` therefore reports both ``c`` (against ``r``)

@@ -1,8 +1,8 @@
 """Tiny random models, a tiny offline tokenizer and tiny texts for the swap tests.
 
 Everything is built from configs with fixed seeds; nothing touches the network.  The helpers
-reach the tests through the ``tiny`` fixture (``tests/`` has no ``__init__.py``, so test modules
-cannot import this file).
+reach the tests through the ``tiny`` fixture (``tests/swap/`` has no ``__init__.py``, so test
+modules cannot import this file reliably).
 """
 
 from __future__ import annotations
@@ -13,6 +13,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 from torch import nn
+
+# The tiny models run thousands of small matrix products: with several OpenMP threads on a
+# small, busy machine each one waits on thread barriers (10+ ms for a 32 x 32 product).
+torch.set_num_threads(1)
 
 # --------------------------------------------------------------------------- tiny models
 
@@ -72,11 +76,6 @@ def tiny_model(arch: str) -> nn.Module:
                         p.copy_(0.2 * torch.randn(p.shape, generator=g))
         _MODELS[arch] = model
     return _MODELS[arch]
-
-
-@pytest.fixture(params=["gpt2", "llama", "bert"])
-def arch(request) -> str:
-    return request.param
 
 
 def random_sequences(lengths, seed: int = 0, low: int = 3, high: int = VOCAB) -> list[list[int]]:

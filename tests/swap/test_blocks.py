@@ -64,11 +64,20 @@ def _t5():
     return T5Model(T5Config(vocab_size=100, d_model=16, d_kv=8, d_ff=32, num_layers=2, num_heads=2))
 
 
+class NoBlocks(nn.Module):
+    """Attributes with the right names but no usable block list."""
+
+    def __init__(self):
+        super().__init__()
+        self.h = nn.Linear(4, 4)  # not a ModuleList
+        self.layers = nn.ModuleList()  # empty
+
+
 @pytest.mark.parametrize(
     "make",
     [lambda: nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 4)), _t5,
-     lambda: type("Empty", (nn.Module,), {})()],
-    ids=["sequential", "t5", "empty-module"],
+     lambda: type("Empty", (nn.Module,), {})(), NoBlocks],
+    ids=["sequential", "t5", "empty-module", "no-block-list"],
 )
 def test_unsupported_model_raises_naming_families(make):
     model = make()

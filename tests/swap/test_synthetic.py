@@ -16,6 +16,15 @@ from paperlib.swap.linear_fit import NormalEquations, TooFewTokensError, window_
 D, K, N = 24, 6, 600
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny matrices: a second thread only adds synchronisation, badly so on a busy machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def X() -> torch.Tensor:
     return S.sample_tokens(N, D, seed=0)
@@ -49,9 +58,10 @@ def test_orthogonal_linear_pair_delta_and_fitted_dep_vanish(X):
     assert pair.overlap_ij < 1e-12 and pair.overlap_ji < 1e-12  # eq. 7
     assert S.delta(pair.layer_i, pair.layer_j, X) < 1e-6  # eqs. 8-11
     ind = S.pair_indicators(pair.layer_i, pair.layer_j, X)
-    # the fit recovers A = P_in M P_out exactly, so the subspaces and Dep = 0 come out exactly
-    np.testing.assert_allclose(ind.fit_i.A, pair.layer_i.linear_map.numpy(), atol=1e-10)
-    np.testing.assert_allclose(ind.fit_j.A, pair.layer_j.linear_map.numpy(), atol=1e-10)
+    # the fit recovers A = P_in M P_out (up to the float32 rounding of NormalEquations.update's
+    # per-batch products, ~1e-7), so the subspaces and Dep = 0 come out to that precision
+    np.testing.assert_allclose(ind.fit_i.A, pair.layer_i.linear_map.numpy(), atol=1e-6)
+    np.testing.assert_allclose(ind.fit_j.A, pair.layer_j.linear_map.numpy(), atol=1e-6)
     assert ind.dep_ij < 1e-6 and ind.dep_ji < 1e-6 and ind.r < 1e-6
     assert ind.trans_i > 0.2 and ind.trans_j > 0.2  # both layers do something
 
@@ -169,9 +179,9 @@ def test_fit_layer_recovers_synthetic_linear_layer(X):
     Qi, Qo = S.random_basis(D, 12)[:, :K], S.random_basis(D, 13)[:, :K]
     layer = S.linear_layer(Qi, Qo, scale=0.4, seed=14)
     fit = S.fit_layer(layer, X)
-    np.testing.assert_allclose(fit.A, layer.linear_map.numpy(), atol=1e-10)
-    assert fit.r2 == pytest.approx(1.0, abs=1e-10)
-    assert trans(fit.A) == pytest.approx(trans(layer.linear_map.numpy()), rel=1e-9)
+    np.testing.assert_allclose(fit.A, layer.linear_map.numpy(), atol=1e-6)  # float32 products
+    assert fit.r2 == pytest.approx(1.0, abs=1e-6)
+    assert trans(fit.A) == pytest.approx(trans(layer.linear_map.numpy()), rel=1e-6)
 
 
 def test_too_few_tokens_without_ridge_raises_with_needed_count():

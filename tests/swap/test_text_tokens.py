@@ -84,12 +84,12 @@ def test_embedded_wiki_is_split_by_article():
 
 def two_topic_docs():
     """Two documents with disjoint words, so a piece can be traced to its document."""
-    a = " ".join(["the cat sat on the mat ."] * 12)  # 84 tokens
-    b = " ".join(["a dog ran in a field ."] * 9)  # 63 tokens
+    a = " ".join(["the cat sat on the mat and"] * 12)  # 84 tokens
+    b = " ".join(["a dog ran in a field so"] * 9)  # 63 tokens
     return a, b
 
 
-@pytest.mark.parametrize("n_tokens, seq_len", [(100, 16), (147 + 2 * 14, 16), (37, 10), (60, 64)])
+@pytest.mark.parametrize("n_tokens, seq_len", [(100, 16), (147 + 11 * 2, 16), (37, 10), (60, 64), (150, 64)])
 def test_sequences_budget_length_special_tokens_and_documents(bert_tokenizer, n_tokens, seq_len):
     tok = bert_tokenizer
     cls, sep = tok.convert_tokens_to_ids("[CLS]"), tok.convert_tokens_to_ids("[SEP]")
@@ -98,7 +98,7 @@ def test_sequences_budget_length_special_tokens_and_documents(bert_tokenizer, n_
     words_a = set(tok(a, add_special_tokens=False)["input_ids"])
     words_b = set(tok(b, add_special_tokens=False)["input_ids"])
     assert not words_a & words_b
-    seqs = sequences(tok, [a, b], n_tokens, seq_len)
+    seqs = sequences(tok, [a, b], n_tokens, seq_len, min_len=1)
     assert sum(len(s) for s in seqs) == n_tokens  # the exact budget
     assert all(len(s) <= seq_len for s in seqs)
     for k, s in enumerate(seqs):
@@ -113,7 +113,7 @@ def test_sequences_budget_length_special_tokens_and_documents(bert_tokenizer, n_
 def test_sequences_without_special_tokens(tokenizer):
     assert special_tokens(tokenizer) == ([], [])
     a, b = two_topic_docs()
-    seqs = sequences(tokenizer, [a, b], 147, 20)
+    seqs = sequences(tokenizer, [a, b], 147, 20, min_len=1)
     assert [len(s) for s in seqs] == [20, 20, 20, 20, 4, 20, 20, 20, 3]  # 84 = 4*20 + 4; 63 = 3*20 + 3
     flat = [t for s in seqs for t in s]
     assert flat == tokenizer(a)["input_ids"] + tokenizer(b)["input_ids"]

@@ -1,0 +1,185 @@
+"""Benchmark of the swap analysis at GPT-2 Large size (random weights have the true cost).
+
+Prints, from one run on one device:
+
+- the device's bf16 matrix-multiply rate (8192^3 products), the yardstick;
+- paperlib's full pipeline (pass 1: hidden states + 36 streamed fits; pass 2: delta and delta'
+  for the 35 pairs + held-out R^2) in fp32 and bf16 at several token counts: tokens/s, model
+  FLOP rate as a fraction of the bf16 matmul rate, peak memory;
+- the naive way (keep every hidden state, ``torch.linalg.lstsq`` per layer, then for each pair
+  reorder the block list and run the whole model again) at the smallest token count, as a ratio;
+- Spearman of the fp32 and bf16 delta columns (same ranking of pairs?).
+
+Usage: ``python bench/bench_swap.py [--tokens 16384 32768 65536] [--naive-tokens 16384]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+import torch
+from scipy import stats
+from transformers import GPT2Config, GPT2Model
+
+from paperlib.data.tokens import TokenBatch
+from paperlib.swap.analysis import fit_layers, measure_swaps
+from paperlib.swap.blocks import ResidualStack
+
+GPT2_LARGE = dict(n_layer=36, n_embd=1280, n_head=20, n_positions=1024, vocab_size=50257)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def matmul_rate(device: torch.device, n: int = 8192, reps: int = 30) -> float:
+    """Measured bf16 FLOP/s of an n x n x n matrix product."""
+    a = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    b = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    for _ in range(3):
+        a @ b
+    sync(device)
+    t = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    sync(device)
+    return 2 * n**3 * reps / (time.perf_counter() - t)
+
+
+def make_batches(n_tokens: int, seq_len: int, batch_size: int, vocab: int, seed: int) -> list[TokenBatch]:
+    g = torch.Generator().manual_seed(seed)
+    n_seq = n_tokens // seq_len
+    out = []
+    for i in range(0, n_seq, batch_size):
+        b = min(batch_size, n_seq - i)
+        ids = torch.randint(0, vocab, (b, seq_len), generator=g)
+        out.append(TokenBatch(ids, torch.ones_like(ids)))
+    return out
+
+
+def pipeline_flops(cfg: GPT2Config, n_params_blocks: int, seq_len: int, n_tokens: int) -> float:
+    """Model FLOPs of both passes on ``n_tokens`` metric and ``n_tokens`` delta tokens.
+
+    Forward per token: 2 * block parameters + 2 * n_layer * seq * d (causal attention scores
+    and values, Kaplan et al.).  Pass 1: a forward + the fits (X^T X and X^T Y: 4 d^2 per
+    layer).  Pass 2: a forward + two block calls per pair + delta' and held-out residuals
+    (2 d^2 per pair and per layer).
+    """
+    L, d = cfg.n_layer, cfg.n_embd
+    fwd = 2 * n_params_blocks + 2 * L * seq_len * d
+    per_block = fwd / L
+    pass1 = fwd + L * 4 * d * d
+    pass2 = fwd + 2 * (L - 1) * per_block + (L - 1) * 2 * d * d + L * 2 * d * d
+    return n_tokens * (pass1 + pass2)
+
+
+def run_paperlib(model, batches_fit, batches_delta):
+    stack = ResidualStack(model)
+    fit = fit_layers(stack, batches_fit, progress=False)
+    swaps = measure_swaps(stack, batches_delta, fit, progress=False)
+    return fit, swaps
+
+
+@torch.no_grad()
+def run_naive(model: GPT2Model, batches_fit, batches_delta):
+    """What one writes first: every hidden state kept in memory, one lstsq per layer, and a full
+    forward pass of a reordered block list per swap.  (``hidden_states[-1]`` carries the final
+    norm; the naive way uses it as is, which only touches the last pair.)"""
+    device = next(model.parameters()).device
+    L = len(model.h)
+    hs = [[] for _ in range(L + 1)]
+    for b in batches_fit:
+        out = model(input_ids=b.input_ids.to(device), output_hidden_states=True, use_cache=False)
+        for i, h in enumerate(out.hidden_states):
+            hs[i].append(h.float().reshape(-1, h.shape[-1]))
+    X = [torch.cat(h) for h in hs]
+    A = [torch.linalg.lstsq(X[i], X[i + 1] - X[i]).solution for i in range(L)]
+    del X, hs
+    delta = np.zeros(L - 1)
+    count = 0
+    original = list(model.h)
+    try:
+        for b in batches_delta:
+            ids = b.input_ids.to(device)
+            base = model(input_ids=ids, output_hidden_states=True, use_cache=False).hidden_states
+            for i in range(L - 1):
+                model.h = torch.nn.ModuleList(original[:i] + [original[i + 1], original[i]] + original[i + 2 :])
+                sw = model(input_ids=ids, output_hidden_states=True, use_cache=False).hidden_states
+                d_ = (sw[i + 2].float() - base[i + 2].float()).norm(dim=-1) / base[i].float().norm(dim=-1)
+                delta[i] += float(d_.sum())
+            count += ids.numel()
+    finally:
+        model.h = torch.nn.ModuleList(original)
+    return A, delta / count
+
+
+def timed(fn, device):
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    sync(device)
+    t = time.perf_counter()
+    out = fn()
+    sync(device)
+    dt = time.perf_counter() - t
+    peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan")
+    return out, dt, peak
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--tokens", type=int, nargs="+", default=[16384, 32768, 65536])
+    ap.add_argument("--naive-tokens", type=int, default=16384)
+    ap.add_argument("--seq-len", type=int, default=1024)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--layers", type=int, default=GPT2_LARGE["n_layer"])
+    ap.add_argument("--json", default=None, help="also write the figures to this file")
+    args = ap.parse_args()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch.manual_seed(0)
+    name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
+    rate = matmul_rate(device) if device.type == "cuda" else matmul_rate(device, 256, 2)
+    print(f"device: {name}; bf16 matmul rate {rate / 1e12:.1f} TFLOP/s")
+    cfg = GPT2Config(**{**GPT2_LARGE, "n_layer": args.layers})
+    results: dict = {"device": name, "bf16_matmul_tflops": rate / 1e12, "runs": []}
+    deltas = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        model = GPT2Model(cfg).to(device=device, dtype=dtype).eval()
+        n_block = sum(p.numel() for p in model.h.parameters())
+        for n in args.tokens:
+            bf = make_batches(n, args.seq_len, args.batch_size, cfg.vocab_size, seed=1)
+            bd = make_batches(n, args.seq_len, args.batch_size, cfg.vocab_size, seed=2)
+            (fit, swaps), dt, peak = timed(lambda: run_paperlib(model, bf, bd), device)
+            flops = pipeline_flops(cfg, n_block, args.seq_len, n)
+            row = {"impl": "paperlib", "dtype": str(dtype).split(".")[-1], "tokens": n, "seconds": dt,
+                   "tokens_per_s": 2 * n / dt, "model_tflops": flops / dt / 1e12,
+                   "fraction_of_bf16_matmul": flops / dt / rate, "peak_gib": peak}
+            results["runs"].append(row)
+            print(json.dumps(row))
+            deltas[(row["dtype"], n)] = np.array(swaps.delta)
+            if n == args.naive_tokens:
+                ours = dt
+                bf_n = make_batches(n, args.seq_len, args.batch_size, cfg.vocab_size, seed=1)
+                (_, naive_delta), dtn, peakn = timed(lambda: run_naive(model, bf_n, bd), device)
+                agree = stats.spearmanr(naive_delta, swaps.delta).statistic
+                row = {"impl": "naive", "dtype": str(dtype).split(".")[-1], "tokens": n, "seconds": dtn,
+                       "tokens_per_s": 2 * n / dtn, "peak_gib": peakn, "speedup_of_paperlib": dtn / ours,
+                       "spearman_naive_vs_paperlib_delta": agree}
+                results["runs"].append(row)
+                print(json.dumps(row))
+        del model
+    for n in args.tokens:
+        rho = stats.spearmanr(deltas[("float32", n)], deltas[("bfloat16", n)]).statistic
+        results.setdefault("spearman_fp32_vs_bf16_delta", {})[n] = rho
+        print(f"Spearman(delta fp32, delta bf16) at {n} tokens: {rho:.4f}")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(results, fh, indent=1)
+
+
+if __name__ == "__main__":
+    main()
