@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from paperlib.data.tokens import TokenBatch
 from paperlib.swap.blocks import ResidualStack
-from paperlib.swap.indicators import commutator, dep, swap_score, trans
+from paperlib.swap.indicators import commutator, spectral_norms, swap_score, trans
 from paperlib.swap.linear_fit import NormalEquations, window_mean
 
 BASELINES = ("block_influence", "angular_distance", "relative_update")
@@ -59,16 +59,28 @@ class SwapResult:
     n_tokens: int
 
 
-def _valid_rows(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    return x[mask.bool()]
+def _flat(x: torch.Tensor) -> torch.Tensor:
+    """(batch, seq, d) -> (batch * seq, d) in float32 (padded rows stay, weighted 0 later)."""
+    return x.reshape(-1, x.shape[-1]).float()
 
 
 def _cos(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return torch.nn.functional.cosine_similarity(a.float(), b.float(), dim=-1).clamp(-1.0, 1.0)
+    return torch.nn.functional.cosine_similarity(a, b, dim=-1).clamp(-1.0, 1.0)
+
+
+def _rel_norm(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
+    """``||num_t|| / ||den_t||`` per row (0 where ``den`` is a padded zero row)."""
+    return num.norm(dim=-1) / den.norm(dim=-1).clamp_min(1e-12)
 
 
 def _device_of(stack: ResidualStack) -> torch.device:
     return next(stack.model.parameters()).device
+
+
+# Every expectation runs over real tokens only.  Instead of gathering the real rows (a host
+# sync and a copy per tensor), padded rows are kept and weighted by the mask ``w``: Xhat and Y
+# are exactly 0 there (so they add nothing to X^T X, X^T Y) and per-token terms are multiplied
+# by ``w`` before summing.
 
 
 @torch.no_grad()
@@ -83,32 +95,33 @@ def fit_layers(
     device = _device_of(stack)
     n = stack.n_layers
     eqs: list[NormalEquations] | None = None
-    sums = {k: torch.zeros(n - 1, dtype=torch.float64, device=device) for k in BASELINES}
+    sums = torch.zeros(len(BASELINES), n - 1, dtype=torch.float64, device=device)
     count = 0
     for batch in tqdm(batches, desc="pass 1: fit A_i", disable=not progress):
         mask = batch.attention_mask.to(device)
+        w = mask.reshape(-1).to(torch.float32)
         tr = stack.trace(batch.input_ids.to(device), mask)
         if eqs is None:
             eqs = [NormalEquations(tr.hidden[0].shape[-1], device=device) for _ in range(n)]
-        rows = [_valid_rows(h, mask).float() for h in tr.hidden]
+        rows = [_flat(h) * w[:, None] for h in tr.hidden]
         for i in range(n):
-            xhat = _valid_rows(window_mean(tr.hidden[i].float(), mask, window), mask)
-            eqs[i].update(xhat, rows[i + 1] - rows[i])
+            xhat = _flat(window_mean(tr.hidden[i].float(), mask, window))
+            eqs[i].update(xhat, rows[i + 1] - rows[i], n_rows=batch.n_tokens)
         for i in range(n - 1):
             c = _cos(rows[i], rows[i + 2])
-            sums["block_influence"][i] += (1.0 - c).sum(dtype=torch.float64)
-            sums["angular_distance"][i] += (torch.arccos(c) / math.pi).sum(dtype=torch.float64)
-            rel = (rows[i + 2] - rows[i]).norm(dim=-1) / rows[i].norm(dim=-1).clamp_min(1e-12)
-            sums["relative_update"][i] += rel.sum(dtype=torch.float64)
-        count += rows[0].shape[0]
+            sums[0, i] += ((1.0 - c) * w).sum(dtype=torch.float64)
+            sums[1, i] += (torch.arccos(c) / math.pi * w).sum(dtype=torch.float64)
+            sums[2, i] += _rel_norm(rows[i + 2] - rows[i], rows[i]).sum(dtype=torch.float64)
+        count += batch.n_tokens
     if eqs is None:
         raise ValueError("no batches to fit")
     fits = [eq.solve(ridge) for eq in tqdm(eqs, desc="solve", disable=not progress)]
+    means = (sums / count).tolist()
     return FitResult(
         A=[f.A for f in fits],
         r2=[f.r2 for f in fits],
         n_tokens=count,
-        baselines={k: (v / count).tolist() for k, v in sums.items()},
+        baselines={k: means[b] for b, k in enumerate(BASELINES)},
     )
 
 
@@ -123,34 +136,31 @@ def measure_swaps(
     """Pass 2 (eqs. 2, 15-16 and held-out R^2) over ``batches``."""
     device = _device_of(stack)
     n = stack.n_layers
-    A = [torch.as_tensor(a, dtype=torch.float32, device=device) for a in fit.A]
-    K = [
-        torch.as_tensor(commutator(fit.A[i], fit.A[i + 1]), dtype=torch.float32, device=device)
-        for i in range(n - 1)
-    ]
+    A64 = [torch.as_tensor(a, dtype=torch.float64).to(device) for a in fit.A]
+    A = [a.float() for a in A64]
+    K = [commutator(A64[i], A64[i + 1]).float() for i in range(n - 1)]
     acc = torch.zeros(4, n, dtype=torch.float64, device=device)  # delta, delta', sse, sum y^2
     y_sum = None
     count = 0
     for batch in tqdm(batches, desc="pass 2: delta, delta'", disable=not progress):
         mask = batch.attention_mask.to(device)
+        w = mask.reshape(-1).to(torch.float32)
         tr = stack.trace(batch.input_ids.to(device), mask)
-        rows = [_valid_rows(h, mask).float() for h in tr.hidden]
-        xhat_rows = [_valid_rows(window_mean(h.float(), mask, window), mask) for h in tr.hidden[:n]]
+        rows = [_flat(h) * w[:, None] for h in tr.hidden]
         if y_sum is None:
             y_sum = torch.zeros(n, rows[0].shape[-1], dtype=torch.float64, device=device)
         for i in range(n):
+            xhat = _flat(window_mean(tr.hidden[i].float(), mask, window))
             y = rows[i + 1] - rows[i]
-            acc[2, i] += ((y - xhat_rows[i] @ A[i]) ** 2).sum(dtype=torch.float64)
+            acc[2, i] += ((y - xhat @ A[i]) ** 2).sum(dtype=torch.float64)
             acc[3, i] += (y.to(torch.float64) ** 2).sum()
             y_sum[i] += y.sum(0, dtype=torch.float64)
-        for i in range(n - 1):
-            swapped = tr.call(stack.blocks[i], tr.call(stack.blocks[i + 1], tr.hidden[i]))
-            diff = _valid_rows(tr.hidden[i + 2].float() - swapped.float(), mask)
-            norm_x = rows[i].norm(dim=-1).clamp_min(1e-12)
-            acc[0, i] += (diff.norm(dim=-1) / norm_x).sum(dtype=torch.float64)
-            xh = xhat_rows[i]
-            acc[1, i] += ((xh @ K[i]).norm(dim=-1) / xh.norm(dim=-1).clamp_min(1e-12)).sum(dtype=torch.float64)
-        count += rows[0].shape[0]
+            if i < n - 1:
+                acc[1, i] += _rel_norm(xhat @ K[i], xhat).sum(dtype=torch.float64)
+                swapped = tr.call(stack.blocks[i], tr.call(stack.blocks[i + 1], tr.hidden[i]))
+                diff = (rows[i + 2] - _flat(swapped)) * w[:, None]
+                acc[0, i] += _rel_norm(diff, rows[i]).sum(dtype=torch.float64)
+        count += batch.n_tokens
     if count == 0:
         raise ValueError("no tokens to measure")
     acc = acc.cpu().numpy()
@@ -163,13 +173,25 @@ def measure_swaps(
     )
 
 
-def pair_rows(fit: FitResult, swaps: SwapResult | None = None) -> list[dict]:
-    """One row per adjacent pair, layers numbered from 1 as in the paper."""
+def pair_rows(fit: FitResult, swaps: SwapResult | None = None, device: str | torch.device = "cpu") -> list[dict]:
+    """One row per adjacent pair, layers numbered from 1 as in the paper.
+
+    The spectral norms of ``Dep`` (eq. 14) are computed on ``device`` (SVDs of d x d maps).
+    """
     n = len(fit.A)
-    t = [trans(a) for a in fit.A]
+    A = torch.stack([torch.as_tensor(a, dtype=torch.float64) for a in fit.A]).to(device)
+    t = [trans(a) for a in A]
+    # Dep (eq. 14) for all pairs at once: batched spectral norms of A_i and of both products
+    norms = spectral_norms(A)
+    fwd = spectral_norms(A[:-1] @ A[1:])  # ||A_i A_{i+1}||_2
+    bwd = spectral_norms(A[1:] @ A[:-1])  # ||A_{i+1} A_i||_2
+    den = norms[:-1] * norms[1:]
+    safe = den > 0
+    dep_f = torch.where(safe, fwd / den.where(safe, torch.ones_like(den)), torch.zeros_like(den)).tolist()
+    dep_b = torch.where(safe, bwd / den.where(safe, torch.ones_like(den)), torch.zeros_like(den)).tolist()
     rows = []
     for i in range(n - 1):
-        d_ij, d_ji = dep(fit.A[i], fit.A[i + 1]), dep(fit.A[i + 1], fit.A[i])
+        d_ij, d_ji = dep_f[i], dep_b[i]
         row = {
             "i": i + 1,
             "j": i + 2,

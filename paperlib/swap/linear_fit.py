@@ -62,8 +62,11 @@ class NormalEquations:
         self.y_sq = torch.zeros((), dtype=torch.float64, device=device)
         self.n = 0
 
-    def update(self, xhat: torch.Tensor, y: torch.Tensor) -> None:
+    def update(self, xhat: torch.Tensor, y: torch.Tensor, n_rows: int | None = None) -> None:
         """Add rows ``xhat`` (n, d) and targets ``y`` (n, d).
+
+        Rows that are zero in both (padding) add nothing to the sums; pass ``n_rows``, the
+        number of real rows, so that they are not counted either.
 
         Products are formed in float64: with float32 the fitted maps of small or
         ill-conditioned fits move measurably (seen with post-LN encoders); data-center GPUs run
@@ -75,7 +78,7 @@ class NormalEquations:
         self.C += xh.T @ yy
         self.y_sum += yy.sum(0, dtype=torch.float64)
         self.y_sq += (yy.to(torch.float64) ** 2).sum()
-        self.n += xh.shape[0]
+        self.n += xh.shape[0] if n_rows is None else int(n_rows)
 
     def solve(self, ridge: float = 0.0) -> LayerFit:
         """``A = (G + ridge * n * I)^{-1} C`` and its R^2.

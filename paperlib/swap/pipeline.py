@@ -105,7 +105,7 @@ def run_swap_analysis(
         seconds["pass2"] = time.perf_counter() - t0
         if swap_path:
             swap_path.write_text(json.dumps(asdict(swaps)))
-    pairs = pd.DataFrame(pair_rows(fit, swaps))
+    pairs = pd.DataFrame(pair_rows(fit, swaps, device=config.device))
     layers = pd.DataFrame(layer_rows(fit, swaps))
     if folder is not None:
         pairs.to_csv(folder / "pairs.csv", index=False)
