@@ -2,6 +2,11 @@
 # jupyter:
 #   jupytext:
 #     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -41,6 +46,8 @@ second_model = "minilm-l6"  # a second real model (BERT encoder); "" to skip
 cache_dir = "default"  # finished passes are kept here and read back on reruns
 
 # %%
+import dataclasses
+
 import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import Markdown, display
@@ -49,9 +56,7 @@ from paperlib.swap.config import SwapConfig
 from paperlib.swap.pipeline import run_swap_analysis
 from paperlib.swap.report import PAPER_RESULTS, dominant_components, figure2, figure3, predictor_table
 
-config = SwapConfig(model=model, text=text, metric_tokens=metric_tokens, delta_tokens=delta_tokens,
-                    seq_len=seq_len, batch_size=batch_size, window=window, device=device,
-                    dtype=dtype, seed=seed)
+config = SwapConfig.from_mapping(globals())  # the parameters above
 result = run_swap_analysis(config, cache_dir=cache_dir, progress=False)
 embedded = model != "gpt2-large" or not text.startswith("webtext")
 display(Markdown(
@@ -136,11 +141,8 @@ table
 
 # %%
 if second_model:
-    second = run_swap_analysis(
-        SwapConfig(model=second_model, text=text, metric_tokens=metric_tokens // 2,
-                   delta_tokens=delta_tokens // 2, seq_len=seq_len, batch_size=batch_size,
-                   window=window, device=device, dtype=dtype, seed=seed),
-        cache_dir=cache_dir, progress=False,
-    )
+    second_config = dataclasses.replace(config, model=second_model, metric_tokens=metric_tokens // 2,
+                                        delta_tokens=delta_tokens // 2)
+    second = run_swap_analysis(second_config, cache_dir=cache_dir, progress=False)
     display(Markdown(f"**Model:** {second.model_description}"))
     display(second.pairs[["i", "j", "trans_i", "trans_j", "dep_ij", "dep_ji", "r", "delta", "delta_lin"]])

@@ -2,6 +2,11 @@
 # jupyter:
 #   jupytext:
 #     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -45,9 +50,7 @@ from paperlib.swap.pipeline import run_swap_analysis
 from paperlib.swap.report import PAPER_RESULTS, figure4, figure_fit_quality
 from paperlib.swap.stats import spearman
 
-config = SwapConfig(model=model, text=text, metric_tokens=metric_tokens, delta_tokens=delta_tokens,
-                    seq_len=seq_len, batch_size=batch_size, window=window, device=device,
-                    dtype=dtype, seed=seed)
+config = SwapConfig.from_mapping(globals())  # the parameters above
 result = run_swap_analysis(config, cache_dir=cache_dir, progress=False)
 display(Markdown(
     f"**Model:** {result.model_description}  \n**Text:** {result.text_description}  \n"

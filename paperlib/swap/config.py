@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+from typing import Any
 
 #: what the paper ran (section 4.2); token counts are not given in the paper
 PAPER = {"model": "gpt2-large", "text": "webtext", "seq_len": 1024}
@@ -32,6 +34,13 @@ class SwapConfig:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.ridge < 0:
             raise ValueError(f"ridge must be >= 0, got {self.ridge}")
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> "SwapConfig":
+        """The config named by the keys of ``values`` that are fields (e.g. a notebook's
+        papermill parameters, ``globals()``); other keys are ignored."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in names})
 
     def key(self) -> str:
         """Cache key: everything that changes the numbers (not the device)."""
