@@ -108,13 +108,15 @@ PAPER_LR: dict[str, dict[str, float]] = {
 PAPER_PROFILE: dict[str, Any] = dict(
     teacher="roberta-large", student="distilroberta-base", epochs=20, rank=32, batch_size=128,
     max_length=128, teacher_epochs=4, teacher_lr=5e-4, max_train=None, max_valid=None,
-    max_test=None, cluster_max_examples=3200,
+    max_test=None, cluster_max_examples=3200, group_by_length=False, test_every_epoch=True,
+    checkpoint=True,
 )
 #: settings of the embedded (offline, CPU-minutes) configuration
 EMBEDDED_PROFILE: dict[str, Any] = dict(
-    teacher="minilm-l6", student="minilm-l6-half", epochs=3, rank=8, batch_size=16,
-    max_length=64, teacher_epochs=3, teacher_lr=1e-3, max_train=360, max_valid=120,
-    max_test=400, cluster_max_examples=400, lr=1e-4,
+    teacher="minilm-l6", student="minilm-l6-half", epochs=3, rank=8, batch_size=8,
+    max_length=64, teacher_epochs=4, teacher_lr=1e-3, max_train=200, max_valid=100,
+    max_test=300, cluster_max_examples=200, lr=2e-4, group_by_length=True,
+    test_every_epoch=False, checkpoint=False,  # runs of seconds: nothing worth resuming
 )
 
 
@@ -155,10 +157,12 @@ class RunConfig:
     epochs: int | None = None
     rank: int | None = None
     lr: float | None = None
-    batch_size: int | None = None
+    batch_size: int | None = None  # global batch (split over the processes of accelerate launch)
     eval_batch_size: int = 64
     max_length: int | None = None
     pad_to_max_length: bool = False
+    group_by_length: bool | None = None  # batches of similar lengths (embedded: on, to save CPU time)
+    test_every_epoch: bool | None = None  # score test after every epoch, or only at the best one
     teacher: str | None = None
     student: str | None = None
     tokenizer: str | None = None  # None: the teacher's tokenizer (the authors use roberta-large's)
@@ -183,7 +187,8 @@ class RunConfig:
     cluster_methods: tuple[str, ...] = ("rail_kd_l", "loraild_fixed")
     cluster_max_examples: int | None = None
     teacher_cache_max_gb: float = 2.0
-    keep_checkpoints: bool = False
+    checkpoint: bool | None = None  # resume checkpoints after every epoch but the last (embedded: off)
+    keep_checkpoints: bool = False  # keep the best student's weights (best_model.pt) after the run
     progress: bool = True
     # filled by resolved(); not meant to be set by hand
     profile: str = field(default="", compare=False)
@@ -246,12 +251,12 @@ class RunConfig:
 
     def teacher_key(self) -> dict[str, Any]:
         return self.data_key() | {k: getattr(self, k) for k in (
-            "teacher", "rank", "teacher_epochs", "teacher_lr", "teacher_seed", "batch_size",
+            "teacher", "rank", "teacher_epochs", "teacher_lr", "teacher_seed", "batch_size", "group_by_length",
             "weight_decay", "lora_dropout", "pad_to_max_length", "ild_mask_padding")}
 
     def experiment_key(self) -> dict[str, Any]:
         """Everything a result depends on except method and seed (runs sharing it are compared)."""
-        skip = {"method", "seed", "device", "results_dir", "progress", "keep_checkpoints", "glue_dir",
+        skip = {"method", "seed", "device", "results_dir", "progress", "keep_checkpoints", "checkpoint", "glue_dir",
                 "profile", "teacher_cache_max_gb", "eval_batch_size", "lr"}
         d = {k: v for k, v in self.to_dict().items() if k not in skip}
         return d

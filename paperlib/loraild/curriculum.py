@@ -28,13 +28,13 @@ def curriculum_weights(epoch: int, start: int, epochs: int, final: str = "equal"
     """``(lambda_1, lambda_2, lambda_3)`` at ``epoch`` of a curriculum starting at ``start``."""
     if final not in FINAL:
         raise ValueError(f"final state is one of {sorted(FINAL)}, not {final!r}")
+    if mode not in ("sharp", "smooth"):
+        raise ValueError(f"curriculum mode is 'sharp' or 'smooth', not {mode!r}")
     if epoch < start:
         return INITIAL
     target = FINAL[final]
     if mode == "sharp":
         return target
-    if mode != "smooth":
-        raise ValueError(f"curriculum mode is 'sharp' or 'smooth', not {mode!r}")
     k = min((epoch - start + 1) / max(epochs - start, 1), 1.0)
     return tuple((1 - k) * a + k * b for a, b in zip(INITIAL, target))  # type: ignore[return-value]
 

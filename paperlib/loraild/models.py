@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import importlib.util
+import warnings
 from pathlib import Path
 
 import torch
@@ -39,12 +40,19 @@ class ModelLoadError(OSError):
 
 @contextlib.contextmanager
 def _quiet_transformers():
+    """No load reports, weight-loading progress bars or deprecation chatter while loading."""
     level = transformers.logging.get_verbosity()
+    bars = transformers.utils.logging.is_progress_bar_enabled()
     transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
     try:
-        yield
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            yield
     finally:
         transformers.logging.set_verbosity(level)
+        if bars:
+            transformers.utils.logging.enable_progress_bar()
 
 
 def split_half(name: str) -> tuple[str, bool]:
@@ -119,7 +127,8 @@ def load_classifier(name: str, num_labels: int) -> nn.Module:
     """``AutoModelForSequenceClassification`` of ``name`` with a fresh head of ``num_labels`` outputs."""
     base, half = split_half(name)
     where = model_location(name)
-    kwargs = {"num_labels": num_labels}
+    # a checkpoint's own head of another size is replaced by a fresh one
+    kwargs = {"num_labels": num_labels, "ignore_mismatched_sizes": True}
     if num_labels == 1:
         kwargs["problem_type"] = "regression"
     try:
@@ -144,14 +153,16 @@ def lora_config(rank: int, dropout: float = 0.05, classifier_trainable: bool = F
 def build_teacher(name: str, num_labels: int, rank: int, dropout: float = 0.05) -> nn.Module:
     """Stage-1 teacher: pretrained encoder + fresh head; LoRA and the head are the only trainables."""
     model = load_classifier(name, num_labels)
-    return get_peft_model(model, lora_config(rank, dropout, classifier_trainable=True))
+    with _quiet_transformers():
+        return get_peft_model(model, lora_config(rank, dropout, classifier_trainable=True))
 
 
 def build_student(name: str, num_labels: int, rank: int | None, dropout: float = 0.05) -> nn.Module:
     """Student: every weight trainable; with LoRA on q/k/v when ``rank`` is given (LoRAILD)."""
     model = load_classifier(name, num_labels)
     if rank is not None:
-        model = get_peft_model(model, lora_config(rank, dropout))
+        with _quiet_transformers():
+            model = get_peft_model(model, lora_config(rank, dropout))
     for p in model.parameters():
         p.requires_grad_(True)
     return model

@@ -1,0 +1,111 @@
+"""Command line of paper B: ``python -m paperlib loraild ...`` (one run) and ``... sweep ...``.
+
+Every :class:`~paperlib.loraild.config.RunConfig` field is an option (``--max-train 300``,
+``--no-ild-mask-padding``, ...); unset options come from the task's profile.  Examples::
+
+    python -m paperlib loraild --task rotten_tomatoes --method loraild_fixed --seed 0
+    python -m paperlib loraild --task rte --method loraild_fixed --seed 0 --glue-dir ~/glue
+    python -m paperlib sweep --tasks rotten_tomatoes --seeds 0 1 2 --epochs 3
+    accelerate launch --num_processes 4 -m paperlib sweep --tasks cola mrpc qnli rte sst2 stsb
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+
+from paperlib.loraild.config import ALL_TASKS, METHOD_NAMES, RunConfig
+
+SKIP = {"profile"}
+SWEEP_SKIP = SKIP | {"task", "method", "seed"}
+
+
+def _add_config_options(parser: argparse.ArgumentParser, skip: set[str]) -> None:
+    for f in dataclasses.fields(RunConfig):
+        if f.name in skip:
+            continue
+        opt = "--" + f.name.replace("_", "-")
+        ann = str(f.type)
+        default = f.default
+        if ann.startswith("bool"):
+            parser.add_argument(opt, action=argparse.BooleanOptionalAction, default=None,
+                                help=f"(default {default})")
+        elif ann.startswith("tuple"):
+            parser.add_argument(opt, nargs="*", default=None, help=f"(default {' '.join(default)})")
+        else:
+            typ = int if ann.startswith("int") else float if ann.startswith("float") else str
+            kw = {"choices": ALL_TASKS} if f.name == "task" else {"choices": METHOD_NAMES} if f.name == "method" else {}
+            shown = "from the task's profile" if default is None else default
+            parser.add_argument(opt, type=typ, default=None, help=f"(default: {shown})", **kw)
+
+
+def config_from_args(args: argparse.Namespace, skip: set[str] = SKIP) -> RunConfig:
+    """A :class:`RunConfig` with every option that was given."""
+    changes = {}
+    for f in dataclasses.fields(RunConfig):
+        if f.name in skip:
+            continue
+        v = getattr(args, f.name, None)
+        if v is not None:
+            changes[f.name] = tuple(v) if str(f.type).startswith("tuple") else v
+    return RunConfig(**changes)
+
+
+def _friendly(func):
+    """Turn the expected errors (unknown task, missing data or model) into a message and exit code 2."""
+    def wrapped(args: argparse.Namespace) -> int:
+        from paperlib.data.glue import DataUnavailableError
+        from paperlib.loraild.config import UnknownTaskError
+        from paperlib.loraild.models import ModelLoadError
+
+        try:
+            return func(args)
+        except (UnknownTaskError, DataUnavailableError, ModelLoadError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+    return wrapped
+
+
+@_friendly
+def cmd_loraild(args: argparse.Namespace) -> int:
+    from paperlib.loraild.train import result_path, run
+
+    cfg = config_from_args(args)
+    result = run(cfg)
+    summary = {k: result[k] for k in ("task", "method", "seed", "metric", "best_epoch", "best_valid", "best_test")}
+    summary["result"] = str(result_path(cfg))
+    print(json.dumps(summary, indent=1))
+    return 0
+
+
+@_friendly
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from paperlib.loraild.sweep import run_sweep
+    from paperlib.loraild.tables import results_frame, table1
+
+    base = config_from_args(args, SWEEP_SKIP)
+    res = run_sweep(base, args.tasks, args.methods, args.seeds, progress=base.progress)
+    print(f"ran {len(res.ran)} run(s), {len(res.skipped)} already finished")
+    print(table1(results_frame(res.results)).to_markdown())
+    return 0
+
+
+def register(subparsers) -> None:
+    """Add the ``loraild`` and ``sweep`` sub-commands to ``python -m paperlib``."""
+    p = subparsers.add_parser("loraild", help="paper B: one LoRAILD / baseline run (stage 1 teacher if needed)",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_config_options(p, SKIP)
+    p.set_defaults(func=cmd_loraild)
+
+    s = subparsers.add_parser("sweep", help="paper B: tasks x methods x seeds (skips finished runs, resumes)",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    s.add_argument("--tasks", nargs="+", default=["rotten_tomatoes"], choices=ALL_TASKS)
+    s.add_argument("--methods", nargs="+", default=list(METHOD_NAMES), choices=METHOD_NAMES)
+    s.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
+    _add_config_options(s, SWEEP_SKIP)
+    s.set_defaults(func=cmd_sweep)
+
+
+__all__ = ["register", "config_from_args", "cmd_loraild", "cmd_sweep"]

@@ -1,0 +1,50 @@
+"""Batches: padding, resumable shuffling, length grouping."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from paperlib.loraild.encoding import Collator, EpochPermutation, LengthOrder
+
+
+def test_collator_pads_and_masks():
+    items = [{"idx": 0, "input_ids": [5, 6, 7], "token_type_ids": [0, 0, 1], "label": 1},
+             {"idx": 3, "input_ids": [5], "token_type_ids": [0], "label": 0}]
+    b = Collator(pad_id=9, max_length=6)(items)
+    assert b["input_ids"].tolist() == [[5, 6, 7], [5, 9, 9]]
+    assert b["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
+    assert b["token_type_ids"].tolist() == [[0, 0, 1], [0, 0, 0]]
+    assert b["idx"].tolist() == [0, 3] and b["labels"].tolist() == [1, 0]
+    assert Collator(9, 6, pad_to_max=True)(items)["input_ids"].shape == (2, 6)
+
+
+def test_epoch_permutation_depends_on_seed_and_epoch_only():
+    s = EpochPermutation(50, seed=1)
+    s.set_epoch(3)
+    a = list(s)
+    assert sorted(a) == list(range(50))
+    s.set_epoch(4)
+    assert list(s) != a
+    t = EpochPermutation(50, seed=1)
+    t.set_epoch(3)
+    assert list(t) == a
+
+
+def test_length_grouping_keeps_a_permutation_of_similar_length_batches():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(3, 60, size=203)
+    s = EpochPermutation(203, seed=0, lengths=lengths, batch_size=8, group=4)
+    order = list(s)
+    assert sorted(order) == list(range(203))
+    batches = [order[i:i + 8] for i in range(0, 200, 8)]
+    spread = np.mean([np.ptp(lengths[b]) for b in batches])
+    plain = list(EpochPermutation(203, seed=0))
+    spread_plain = np.mean([np.ptp(lengths[plain[i:i + 8]]) for i in range(0, 200, 8)])
+    assert spread < 0.5 * spread_plain
+    assert set(order[200:]) == set(plain[200:])  # the short last batch stays last
+    firsts = [lengths[b].max() for b in batches]
+    assert firsts != sorted(firsts, reverse=True)  # batch order is shuffled, not longest-first
+
+
+def test_length_order_sorts_for_evaluation():
+    assert list(LengthOrder(np.array([3, 9, 1, 9]))) == [1, 3, 0, 2]

@@ -1,0 +1,102 @@
+"""Models with LoRA, the LoRA-A hooks (eq. 3's h_x), the half-depth student and the teacher cache."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from paperlib.loraild.encoding import Collator, encode, make_loader
+from paperlib.loraild.features import LoraFeatureRecorder, align_teacher, concat_tokens, lora_a_modules
+from paperlib.loraild.models import (build_student, build_teacher, encoder_layers, load_classifier,
+                                     load_tokenizer)
+from paperlib.loraild.tasks import load_task
+from paperlib.loraild.teacher_cache import compute_parts, teacher_forward, TeacherCache
+
+
+def _batch(tiny, n=6, pad_to_max=False, max_length=16):
+    tok = load_tokenizer(tiny.teacher)
+    data = load_task("rte", str(tiny.glue))
+    enc = encode(data.train.iloc[:n], tok, max_length)
+    return next(iter(make_loader(enc, n, Collator(tok.pad_token_id, max_length, pad_to_max)))), enc, tok
+
+
+def test_trainable_parameters(tiny):
+    torch.manual_seed(0)
+    teacher = build_teacher(tiny.teacher, 2, rank=4)
+    names = [n for n, p in teacher.named_parameters() if p.requires_grad]
+    assert names and all("lora_" in n or "classifier" in n for n in names)
+    assert any("lora_A" in n for n in names) and any("classifier" in n for n in names)
+    lora = [m for m in teacher.modules() if hasattr(m, "lora_alpha")]
+    assert lora and all(m.scaling["default"] == 2.0 for m in lora)  # alpha = 2r
+    assert all(m.lora_dropout["default"].p == 0.05 for m in lora)
+    student = build_student(tiny.student, 2, rank=4)
+    assert all(p.requires_grad for p in student.parameters())
+    assert len(lora_a_modules(student)) == 2
+    plain = build_student(tiny.student, 2, rank=None)
+    assert not any("lora" in n for n, _ in plain.named_parameters())
+
+
+def test_hooks_capture_x_times_A_transpose(tiny):
+    torch.manual_seed(0)
+    teacher = build_teacher(tiny.teacher, 2, rank=4).eval()
+    batch, _, _ = _batch(tiny)
+    inputs = {}
+    handles = []
+    for li, layer in enumerate(encoder_layers(teacher)):
+        for name in ("query", "key", "value"):
+            mod = getattr(layer.attention.self, name)
+            handles.append(mod.register_forward_hook(
+                lambda m, i, o, key=(li, name): inputs.__setitem__(key, i[0].detach())))
+    with LoraFeatureRecorder(teacher) as rec:
+        teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        stacked = rec.stacked()
+        mods = lora_a_modules(teacher)
+        assert stacked.shape == (6, batch["input_ids"].shape[1], 4, 3, 4)
+        for (li, name), x in inputs.items():
+            a = mods[li][name].weight  # [r, d]
+            expected = x @ a.T
+            assert torch.allclose(rec.get(li, name), expected, atol=1e-6)
+            assert torch.allclose(stacked[:, :, li, ("query", "key", "value").index(name)], expected, atol=1e-6)
+            assert expected.abs().max() > 0
+    for h in handles:
+        h.remove()
+
+
+def test_align_and_concatenate():
+    f = torch.arange(2 * 3 * 4 * 3 * 2, dtype=torch.float).view(2, 3, 4, 3, 2)
+    assert torch.equal(align_teacher(f, [[1], [3]]), f[:, :, [1, 3]])
+    avg = align_teacher(f, [[0, 1], [2, 3]])
+    assert torch.allclose(avg[:, :, 0], (f[:, :, 0] + f[:, :, 1]) / 2)
+    assert concat_tokens(avg).shape == (2, 3, 2 * 3 * 2)
+
+
+def test_half_depth_student_copies_every_other_layer(tiny):
+    full = load_classifier(tiny.teacher, 2)
+    half = load_classifier("half:" + tiny.teacher, 2)
+    assert len(encoder_layers(half)) == 2 and half.config.num_hidden_layers == 2
+    for kept, orig in zip(encoder_layers(half), (0, 2)):
+        for (n1, p1), (n2, p2) in zip(kept.named_parameters(), encoder_layers(full)[orig].named_parameters()):
+            assert n1 == n2 and torch.equal(p1, p2)
+    assert torch.equal(half.roberta.embeddings.word_embeddings.weight, full.roberta.embeddings.word_embeddings.weight)
+    out = half(input_ids=torch.tensor([[2, 5, 6, 3]]), output_hidden_states=True)
+    assert len(out.hidden_states) == 3
+
+
+def test_cached_teacher_outputs_equal_live_ones(tiny):
+    torch.manual_seed(0)
+    teacher = build_teacher(tiny.teacher, 2, rank=4).eval()
+    _, enc, tok = _batch(tiny, n=10)
+    # cache computed on max-length padded batches of 4, looked up for a differently padded batch
+    loader = make_loader(enc, 4, Collator(tok.pad_token_id, 16, pad_to_max=True))
+    cache = TeacherCache(compute_parts(teacher, loader, ("logits", "lora", "pooled"), True, "cpu"))
+    live_loader = make_loader(enc, 10, Collator(tok.pad_token_id, 16))
+    batch = next(iter(live_loader))
+    with LoraFeatureRecorder(teacher) as rec:
+        live = teacher_forward(teacher, batch, rec, need_pooled=True)
+    idx = batch["idx"]
+    looked = cache.lookup(idx, batch["input_ids"].shape[1], "cpu")
+    mask = batch["attention_mask"].bool()
+    assert torch.allclose(looked.logits, live.logits, atol=1e-5)
+    assert torch.allclose(looked.pooled, live.pooled, atol=1e-5)
+    assert torch.allclose(looked.lora[mask], live.lora[mask], atol=1e-5)
+    assert (looked.lora[~mask] == 0).all()

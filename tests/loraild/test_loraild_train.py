@@ -1,0 +1,181 @@
+"""End-to-end stage 1 + stage 2 on tiny random RoBERTa models: every method, resume, sweep, CLI."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+import torch
+
+from paperlib.loraild import sweep as sweep_mod
+from paperlib.loraild import train as train_mod
+from paperlib.loraild.config import METHOD_NAMES, METHODS
+from paperlib.loraild.sweep import run_sweep
+from paperlib.loraild.train import checkpoint_dir, load_teacher, result_path, run, teacher_dir
+
+
+@pytest.mark.parametrize("method", METHOD_NAMES)
+def test_every_method_runs_one_epoch(tiny, method):
+    cfg = tiny.config(method=method)
+    result = run(cfg)
+    path = result_path(cfg)
+    assert path.exists() and json.loads(path.read_text())["best_test"] == result["best_test"]
+    assert len(result["history"]) == 1 and result["best_epoch"] == 0
+    h = result["history"][0]
+    assert set(h["valid"]) == {"accuracy"} and 0 <= h["test_score"] <= 1
+    assert result["best_valid"] == h["valid_score"] and result["best_test"] == h["test_score"]
+    assert result["data"] == {"train": 54, "valid": 6, "test": 30}
+    spec = METHODS[method]
+    assert ("kd" in h["train"]) == spec.kd
+    assert ("inter" in h["train"]) == (spec.inter is not None)
+    if spec.inter:
+        assert h["train"]["inter"] > 0
+    if method in ("rail_kd_l", "loraild_fixed"):
+        kinds = {(c["kind"], c["module"]) for c in result["clusters"]}
+        assert ("hidden", "-") in kinds
+        assert kinds >= ({("ild", "projection")} if method == "rail_kd_l" else {("ild", "query"), ("ild", "value")})
+        assert all(-1 <= c["ari"] <= 1 for c in result["clusters"])
+    else:
+        assert result["clusters"] == []
+    assert not checkpoint_dir(cfg).exists()
+    assert run(cfg)["elapsed_s"] == result["elapsed_s"]  # finished: read back, not retrained
+
+
+@pytest.mark.parametrize("task,method", [("stsb", "loraild_average"), ("rte", "rail_kd_l"), ("cola", "vanilla_kd")])
+def test_other_task_kinds(tiny, task, method):
+    result = run(tiny.config(task=task, method=method))
+    metric = {"stsb": "pearson", "rte": "accuracy", "cola": "matthews"}[task]
+    assert result["metric"] == metric and set(result["history"][0]["test"]) >= {metric}
+    # RAIL-KD_l is analysed by default; regression tasks never (no classes)
+    assert bool(result["clusters"]) == (task == "rte")
+    if task == "rte":
+        again = run(tiny.config(task=task, method=method, results_dir=str(tiny.root / "rte_clusters"),
+                                cluster_methods=()))
+        assert again["clusters"] == []
+
+
+def test_teacher_is_frozen_and_unchanged_in_stage2(tiny):
+    cfg = tiny.config(method="loraild_random_step", teacher_cache_max_gb=0.0,  # live teacher in the loop
+                      results_dir=str(tiny.root / "live"))
+    train_mod.train_teacher(cfg)
+    digest = hashlib.sha256((teacher_dir(cfg) / "teacher.pt").read_bytes()).hexdigest()
+    teacher = load_teacher(cfg, "cpu")
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    run(cfg)
+    assert load_teacher(cfg, "cpu") is teacher
+    assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
+    after = teacher.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert hashlib.sha256((teacher_dir(cfg) / "teacher.pt").read_bytes()).hexdigest() == digest
+    # the live-teacher run and the cached-teacher run are the same computation
+    cached = run(cfg.replace(teacher_cache_max_gb=2.0, results_dir=str(tiny.root / "cached")))
+    live = json.loads(result_path(cfg).read_text())
+    assert cached["history"][0]["train"]["inter"] == pytest.approx(live["history"][0]["train"]["inter"], rel=1e-4)
+
+
+def test_curriculum_weights_and_best_epoch_selection(tiny):
+    r = run(tiny.config(method="loraild_fixed", epochs=2, ild_start=1, results_dir=str(tiny.root / "cur")))
+    h0, h1 = r["history"]
+    assert h0["weights"] == [0.5, 0.5, 0.0] and not h0["selectable"] and "inter" not in h0["train"]
+    assert h1["weights"] == pytest.approx([1 / 3] * 3) and h1["selectable"] and "inter" in h1["train"]
+    assert r["best_epoch"] == 1  # epochs before ild_start never count
+    rail = run(tiny.config(method="rail_kd_c", epochs=2, results_dir=str(tiny.root / "cur")))
+    assert all(len(h["teacher_layers"]) == 2 for h in rail["history"])
+
+
+def test_unmasked_ild_reproduces_the_authors_padding(tiny):
+    masked = run(tiny.config(method="loraild_fixed", results_dir=str(tiny.root / "mask")))
+    cfg = tiny.config(method="loraild_fixed", ild_mask_padding=False, results_dir=str(tiny.root / "nomask"))
+    assert cfg.resolved().padding_to_max  # every sequence padded to max_length, as the authors do
+    unmasked = run(cfg)
+    assert unmasked["history"][0]["train"]["inter"] != pytest.approx(masked["history"][0]["train"]["inter"], rel=1e-3)
+
+
+def test_test_split_scored_once_at_the_best_epoch(tiny):
+    per_epoch = run(tiny.config(method="vanilla_kd", epochs=2, results_dir=str(tiny.root / "tee")))
+    once = run(tiny.config(method="vanilla_kd", epochs=2, test_every_epoch=False, results_dir=str(tiny.root / "teo")))
+    assert all(h["test_score"] is None for h in once["history"])
+    assert once["best_epoch"] == per_epoch["best_epoch"]
+    assert once["best_test"] == pytest.approx(per_epoch["best_test"])  # the best epoch's weights were restored
+    assert once["best_test_metrics"] == pytest.approx(per_epoch["best_test_metrics"])
+
+
+class Interrupt(RuntimeError):
+    pass
+
+
+def test_interrupted_run_resumes_to_the_same_result(tiny, monkeypatch):
+    base = dict(method="loraild_random_step", epochs=3, ild_start=1)
+    straight = run(tiny.config(results_dir=str(tiny.root / "straight"), **base))
+    cfg = tiny.config(results_dir=str(tiny.root / "resumed"), **base)
+    real = train_mod.method_weights
+
+    def failing(method, epoch, *a, **k):
+        if epoch == 2:
+            raise Interrupt("simulated crash in epoch 2")
+        return real(method, epoch, *a, **k)
+
+    monkeypatch.setattr(train_mod, "method_weights", failing)
+    with pytest.raises(Interrupt):
+        run(cfg)
+    assert (checkpoint_dir(cfg) / "last.pt").exists() and not result_path(cfg).exists()
+    monkeypatch.setattr(train_mod, "method_weights", real)
+    resumed = run(cfg)
+    assert [h["epoch"] for h in resumed["history"]] == [0, 1, 2]
+    for a, b in zip(straight["history"], resumed["history"]):
+        assert a["train"]["loss"] == pytest.approx(b["train"]["loss"], rel=1e-5)
+        assert a["valid_score"] == b["valid_score"] and a["test_score"] == b["test_score"]
+    assert resumed["best_epoch"] == straight["best_epoch"]
+
+
+def test_seed_controls_every_initialisation(tiny):
+    a = run(tiny.config(method="wo_kd", results_dir=str(tiny.root / "s1")))
+    b = run(tiny.config(method="wo_kd", results_dir=str(tiny.root / "s2")))
+    c = run(tiny.config(method="wo_kd", seed=1, results_dir=str(tiny.root / "s2")))
+    assert a["history"][0]["train"]["loss"] == b["history"][0]["train"]["loss"]
+    assert a["history"][0]["train"]["loss"] != c["history"][0]["train"]["loss"]
+
+
+def test_interrupted_sweep_resumes_without_repeating_runs(tiny, monkeypatch):
+    base = tiny.config(results_dir=str(tiny.root / "sweep"))
+    calls = []
+    real = sweep_mod.run
+
+    def flaky(cfg, *a, **k):
+        calls.append((cfg.method, cfg.seed))
+        if len(calls) == 3:
+            raise Interrupt("killed")
+        return real(cfg, *a, **k)
+
+    monkeypatch.setattr(sweep_mod, "run", flaky)
+    methods, seeds = ["wo_kd", "vanilla_kd"], [0, 1]
+    with pytest.raises(Interrupt):
+        run_sweep(base, ["sst2"], methods, seeds, progress=False)
+    assert calls == [("wo_kd", 0), ("wo_kd", 1), ("vanilla_kd", 0)]
+    calls.clear()
+    res = run_sweep(base, ["sst2"], methods, seeds, progress=False)
+    assert calls == [("vanilla_kd", 0), ("vanilla_kd", 1)]
+    assert res.skipped == [("sst2", "wo_kd", 0), ("sst2", "wo_kd", 1)]
+    assert len(res.results) == 4 and "sst2" in res.teachers
+    calls.clear()
+    assert run_sweep(base, ["sst2"], methods, seeds, progress=False).ran == [] and calls == []
+
+
+def test_cli(tiny, capsys, tmp_path):
+    from paperlib.__main__ import main
+
+    common = ["--glue-dir", str(tiny.glue), "--teacher", tiny.teacher, "--student", tiny.student,
+              "--epochs", "1", "--teacher-epochs", "1", "--rank", "4", "--lr", "1e-3", "--batch-size", "8",
+              "--max-length", "16", "--ild-start", "0", "--device", "cpu", "--no-progress",
+              "--results-dir", str(tmp_path / "cli")]
+    assert main(["loraild", "--task", "sst2", "--method", "loraild_average", "--seed", "0", *common]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["method"] == "loraild_average" and out["best_epoch"] == 0
+    assert main(["sweep", "--tasks", "sst2", "--methods", "wo_kd", "loraild_average", "--seeds", "0", *common]) == 0
+    text = capsys.readouterr().out
+    assert "1 run(s), 1 already finished" in text and "| LoRAILD | Average |" in text
+    assert main(["loraild", "--task", "rte", "--glue-dir", str(tmp_path / "nothing"), "--no-progress"]) == 2
+    assert "GLUE_DIR" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["loraild", "--task", "mnli"])
