@@ -18,6 +18,26 @@ from paperlib.loraild.models import encoder_layers, forward_kwargs
 from paperlib.loraild.teacher_cache import TeacherBatch
 
 
+def _token_share(mask: torch.Tensor | None) -> float:
+    """Data parallel: ``N * local tokens / global tokens`` (1.0 in one process or without a mask).
+
+    ``ild_loss`` is a mean over the real tokens of the *local* batch, and DDP averages the N
+    processes' gradients with equal weights; shards hold different numbers of real tokens, so that
+    would weight tokens differently from one process taking the whole global batch.  Scaling each
+    process's mean by this factor makes the DDP average equal to the mean over the global batch's
+    tokens (and the reported per-process values average to the single-process value).
+    """
+    if mask is None or not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return 1.0
+    world = torch.distributed.get_world_size()
+    if world == 1:
+        return 1.0
+    local = mask.detach().sum().to(torch.float64)
+    total = local.clone()
+    torch.distributed.all_reduce(total)  # every process calls forward once per step: collectives line up
+    return float(world * local / total.clamp_min(1.0))
+
+
 class DistillModel(nn.Module):
     """Student + loss of one method."""
 
@@ -67,7 +87,7 @@ class DistillModel(nn.Module):
                 assert self.recorder is not None and teacher.lora is not None and groups is not None
                 s = concat_tokens(self.recorder.stacked())
                 t = concat_tokens(align_teacher(teacher.lora[:, : s.shape[1]], groups)).to(s.dtype)
-                linter = ild_loss(t, s, mask)
+                linter = ild_loss(t, s, mask) * _token_share(mask)
             else:
                 assert self.rail is not None and teacher.pooled is not None and rail_selected is not None
                 s_pooled = pooled_layers(out.hidden_states, mask)

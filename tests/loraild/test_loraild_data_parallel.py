@@ -1,0 +1,82 @@
+"""Data-parallel training on two CPU processes (gloo), the CI stand-in for two GPUs.
+
+The same run (seed, global batch, data order) is made once in one process with batch 8 and once
+with ``torchrun --nproc_per_node 2`` and batch 4 per process (``--batch-size`` is the *global* batch,
+split over the processes, so both runs pass 8).  With dropout off both see the same
+global batches and average the same gradients, so their loss curves agree to float noise; the
+results and checkpoints are written once, by the main process.
+
+``--batch-size`` is the global batch (split over the processes).  The training split (72 of 80
+examples) is a multiple of the global batch: otherwise accelerate fills the last, short batch
+of each process with repeated examples (``even_batches``) and the last step differs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+
+def _write_models(root: Path) -> dict[str, str]:
+    from transformers import BertTokenizerFast, RobertaConfig, RobertaForSequenceClassification
+
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "a", "movie", "film", "is", "was",
+             "good", "great", "love", "fun", "bad", "awful", "hate", "boring", "?"]
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    tok = BertTokenizerFast(vocab_file=str(root / "vocab.txt"))
+    out = {}
+    for name, layers in (("teacher", 4), ("student", 2)):
+        torch.manual_seed(0)
+        cfg = RobertaConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=layers,
+                            num_attention_heads=2, intermediate_size=64, max_position_embeddings=40,
+                            pad_token_id=0, type_vocab_size=2, hidden_dropout_prob=0.0,
+                            attention_probs_dropout_prob=0.0, classifier_dropout=0.0)
+        RobertaForSequenceClassification(cfg).save_pretrained(root / name)
+        tok.save_pretrained(root / name)
+        out[name] = str(root / name)
+    return out
+
+
+def _run(tmp: Path, models: dict, glue: Path, results: str, nproc: int, batch: int) -> dict:
+    args = ["--task", "sst2", "--glue-dir", str(glue), "--teacher", models["teacher"],
+            "--student", models["student"], "--method", "loraild_fixed", "--seed", "0", "--epochs", "2",
+            "--teacher-epochs", "1", "--rank", "4", "--lr", "1e-3", "--teacher-lr", "1e-3",
+            "--max-length", "16", "--ild-start", "0", "--lora-dropout", "0", "--device", "cpu",
+            "--no-progress", "--no-group-by-length", "--batch-size", str(batch), "--results-dir", str(tmp / results)]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    if nproc == 1:
+        cmd = [sys.executable, "-m", "paperlib", "loraild", *args]
+    else:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+               "-m", "paperlib", "loraild", *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    files = sorted((tmp / results).rglob("seed0-*.json"))
+    assert len(files) == 1, files
+    return json.loads(files[0].read_text())
+
+
+@pytest.mark.slow
+def test_two_processes_match_one_at_the_same_global_batch(tmp_path: Path):
+    sys.path.insert(0, str(Path(__file__).parent))
+    from conftest import write_glue
+
+    models = _write_models(tmp_path / "models")
+    glue = write_glue(tmp_path / "glue", n_train=80, n_dev=32)
+    one = _run(tmp_path, models, glue, "one", nproc=1, batch=8)
+    two = _run(tmp_path, models, glue, "two", nproc=2, batch=8)  # --batch-size is the global batch
+    assert one["num_processes"] == 1 and two["num_processes"] == 2
+    for h1, h2 in zip(one["history"], two["history"]):
+        for key in ("loss", "ce", "inter"):
+            assert h2["train"][key] == pytest.approx(h1["train"][key], rel=2e-3, abs=1e-5), (key, h1, h2)
+        assert h2["valid_score"] == pytest.approx(h1["valid_score"], abs=1e-6)
+    # written once, by the main process: one result, no leftover per-rank checkpoints
+    leftovers = [p for p in (tmp_path / "two").rglob("*") if "rank" in p.name.lower()]
+    assert not leftovers
