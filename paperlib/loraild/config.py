@@ -114,8 +114,8 @@ PAPER_PROFILE: dict[str, Any] = dict(
 #: settings of the embedded (offline, CPU-minutes) configuration
 EMBEDDED_PROFILE: dict[str, Any] = dict(
     teacher="minilm-l6", student="minilm-l6-half", epochs=3, rank=8, batch_size=8,
-    max_length=64, teacher_epochs=4, teacher_lr=1e-3, max_train=200, max_valid=100,
-    max_test=300, cluster_max_examples=200, lr=2e-4, group_by_length=True,
+    max_length=64, teacher_epochs=4, teacher_lr=1e-3, max_train=200, max_valid=80,
+    max_test=250, cluster_max_examples=200, lr=2e-4, group_by_length=True,
     test_every_epoch=False, checkpoint=False,  # runs of seconds: nothing worth resuming
 )
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import shutil
 import time
@@ -73,6 +74,24 @@ def get_accelerator(device: str | None = None) -> Accelerator:
         AcceleratorState._reset_state(True)
     _ACC = Accelerator(cpu=want_cpu, kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
     return _ACC
+
+
+def auto_threads(requested: int | None = None) -> int:
+    """Set torch's CPU threads: ``requested``, or 1 when other processes already keep the cores busy.
+
+    On a small shared CPU, two OpenMP threads competing with another busy process wait on each
+    other at every barrier (a 4x slowdown measured here); one thread then runs faster.
+    """
+    if requested:
+        torch.set_num_threads(int(requested))
+    else:
+        try:
+            busy = os.getloadavg()[0] >= max(1.0, (os.cpu_count() or 1) - 1.0)
+        except OSError:
+            busy = False
+        if busy:
+            torch.set_num_threads(1)
+    return torch.get_num_threads()
 
 
 @dataclass
@@ -227,6 +246,10 @@ def fit(acc: Accelerator, *, model: torch.nn.Module, optimizer, sampler: EpochPe
             for k, v in parts.items():
                 sums[k] += v
         model.eval()
+        if acc.num_processes > 1:  # every process saw its own batches: report the mean over all
+            keys = sorted(sums)
+            local = torch.tensor([sums[k] / max(n, 1) for k in keys], dtype=torch.float64, device=acc.device)
+            sums, n = dict(zip(keys, acc.reduce(local, reduction="mean").tolist())), 1
         scores = {"valid": compute_metrics(spec, *predict(acc, logits_fn, valid_loader, spec.regression)),
                   "test": None}
         if test_every_epoch:
@@ -398,6 +421,45 @@ def cache_folder(cfg: RunConfig) -> Path:
     return teacher_dir(cfg) / f"cache-{short_hash(key)}"
 
 
+def teacher_outputs(cfg: RunConfig, acc: Accelerator, parts: tuple[str, ...], n_t: int, h_t: int):
+    """Frozen-teacher outputs for ``parts``: ``(cache, None, None)`` when they fit the cache limit
+    (computed once, then read back), else ``(None, live_teacher, recorder)``."""
+    if not parts:
+        return None, None, None
+    prep = prepare_data(cfg)
+    lengths = prep.encoded["train"].lengths()
+    if cfg.padding_to_max:
+        lengths = np.full_like(lengths, cfg.max_length)
+    too_big = [p for p in parts if tc.estimate_bytes(p, list(lengths), n_t, cfg.rank, h_t, cfg.task_spec.num_labels)
+               > cfg.teacher_cache_max_gb * 2**30]
+    if too_big:
+        if acc.is_main_process:
+            print(f"teacher outputs {too_big} exceed teacher_cache_max_gb={cfg.teacher_cache_max_gb}: "
+                  "the teacher runs alongside the student")
+        live = load_teacher(cfg, acc.device)
+        return None, live, LoraFeatureRecorder(live) if "lora" in parts else None
+    folder = cache_folder(cfg)
+    with acc.main_process_first():
+        need_teacher = not all((folder / f"{p}.pt").exists() or f"{folder}/{p}" in tc._MEMORY for p in parts)
+        teacher = load_teacher(cfg, acc.device) if need_teacher else None
+        loader = make_loader(prep.encoded["train"], cfg.eval_batch_size,
+                             Collator(prep.tokenizer.pad_token_id, cfg.max_length, cfg.padding_to_max))
+        cache = tc.load_or_compute(folder, teacher, loader, parts, cfg.ild_mask_padding, acc.device,
+                                   write=acc.is_main_process, progress=cfg.progress)
+    return cache, None, None
+
+
+def precompute_teacher(cfg: RunConfig, parts: tuple[str, ...] = tc.PARTS,
+                       accelerator: Accelerator | None = None) -> dict:
+    """Stage 1 and the cached teacher outputs, ahead of runs that will read them (e.g. in workers)."""
+    cfg = cfg.resolved()
+    acc = accelerator or get_accelerator(cfg.device)
+    summary = train_teacher(cfg, acc)
+    n_t, h_t = teacher_shape(cfg)
+    teacher_outputs(cfg, acc, parts, n_t, h_t)
+    return summary
+
+
 def run(cfg: RunConfig, accelerator: Accelerator | None = None) -> dict:
     """Stage 2 for one (task, method, seed): trains (or resumes, or skips) and returns the result."""
     cfg = cfg.resolved()
@@ -414,31 +476,7 @@ def run(cfg: RunConfig, accelerator: Accelerator | None = None) -> dict:
     n_t, h_t = teacher_shape(cfg) if method.kd else (0, 0)
     parts = needed_parts(cfg)
 
-    # frozen teacher outputs: cached (computed once), or the live teacher for oversized parts
-    cache, live_teacher, t_recorder = None, None, None
-    if parts:
-        lengths = prep.encoded["train"].lengths()
-        if cfg.padding_to_max:
-            lengths = np.full_like(lengths, cfg.max_length)
-        too_big = [p for p in parts if tc.estimate_bytes(p, list(lengths), n_t, cfg.rank, h_t, spec.num_labels)
-                   > cfg.teacher_cache_max_gb * 2**30]
-        pad_id = prep.tokenizer.pad_token_id
-        if not too_big:
-            folder = cache_folder(cfg)
-            with acc.main_process_first():
-                need_teacher = not all((folder / f"{p}.pt").exists() or f"{folder}/{p}" in tc._MEMORY for p in parts)
-                teacher = load_teacher(cfg, acc.device) if need_teacher else None
-                loader = make_loader(prep.encoded["train"], cfg.eval_batch_size,
-                                     Collator(pad_id, cfg.max_length, cfg.padding_to_max))
-                cache = tc.load_or_compute(folder, teacher, loader, parts, cfg.ild_mask_padding, acc.device,
-                                           write=acc.is_main_process, progress=cfg.progress)
-        else:
-            if acc.is_main_process:
-                print(f"teacher outputs {too_big} exceed teacher_cache_max_gb={cfg.teacher_cache_max_gb}: "
-                      "the teacher runs alongside the student")
-            live_teacher = load_teacher(cfg, acc.device)
-            if "lora" in parts:
-                t_recorder = LoraFeatureRecorder(live_teacher)
+    cache, live_teacher, t_recorder = teacher_outputs(cfg, acc, parts, n_t, h_t)
 
     # seed first, then build every trainable module
     set_seed(cfg.seed)
@@ -527,5 +565,5 @@ def run(cfg: RunConfig, accelerator: Accelerator | None = None) -> dict:
     return result
 
 
-__all__ = ["run", "train_teacher", "load_teacher", "prepare_data", "result_path", "checkpoint_dir",
+__all__ = ["auto_threads", "run", "train_teacher", "precompute_teacher", "teacher_outputs", "load_teacher", "prepare_data", "result_path", "checkpoint_dir",
            "teacher_dir", "experiment_dir", "is_finished", "load_result", "get_accelerator", "fit"]
