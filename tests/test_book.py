@@ -65,7 +65,7 @@ def test_real_chapters_build_strictly_from_tiny_executions(tmp_path: Path):
     """Every chapter, executed at tiny settings by papermill, renders with no Sphinx warning."""
     import papermill as pm
 
-    from tests.test_notebooks import TINY
+    from tests.test_notebooks import TINY, tiny_parameters
 
     toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
     names = [c["file"].split("/")[-1] for part in toc["parts"] for c in part["chapters"]]
@@ -75,7 +75,7 @@ def test_real_chapters_build_strictly_from_tiny_executions(tmp_path: Path):
         if name not in TINY or not src.exists():
             continue
         out = tmp_path / f"{name}.ipynb"
-        params = dict(TINY[name])
+        params = tiny_parameters(name, src, tmp_path / "outputs")
         pm.execute_notebook(str(src), str(out), parameters=params, cwd=str(ROOT / "notebooks"),
                             kernel_name="python3", progress_bar=False)
         executed[name] = nbformat.read(out, as_version=4)

@@ -20,7 +20,13 @@ TINY = {
                              "seq_len": 64, "second_model": ""},
     "03_linear_validity": {"model": "minilm-l6", "metric_tokens": 1024, "delta_tokens": 256,
                            "seq_len": 64},
+    "04_loraild": {"methods": ["wo_kd", "rail_kd_l", "loraild_fixed"], "seeds": [0, 1], "epochs": 2,
+                   "teacher_epochs": 1, "max_train": 24, "max_valid": 8, "max_test": 16,
+                   "max_length": 32, "threads": 1},
 }
+
+#: parameters that name an output folder: tests point them at a temporary one
+OUTPUT_FOLDERS = ("cache_dir", "results_dir")
 
 
 def _sources(nb) -> list[tuple[str, str]]:
@@ -49,9 +55,7 @@ def test_notebook_runs_at_tiny_settings(name: str, tmp_path: Path, monkeypatch):
     nb_path = ROOT / "notebooks" / f"{name}.ipynb"
     if not nb_path.exists():
         pytest.skip(f"{name} not written yet")
-    params = dict(TINY[name])
-    if "cache_dir" in _parameter_names(nb_path):
-        params["cache_dir"] = str(tmp_path / "cache")
+    params = tiny_parameters(name, nb_path, tmp_path)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     out = tmp_path / f"{name}.out.ipynb"
     pm.execute_notebook(str(nb_path), str(out), parameters=params, cwd=str(ROOT / "notebooks"),
@@ -60,6 +64,15 @@ def test_notebook_runs_at_tiny_settings(name: str, tmp_path: Path, monkeypatch):
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
               if o.get("output_type") == "error"]
     assert not errors
+
+
+def tiny_parameters(name: str, nb_path: Path, tmp_path: Path) -> dict:
+    """TINY[name], with every output folder the notebook has pointed into ``tmp_path``."""
+    params = dict(TINY[name])
+    for folder in OUTPUT_FOLDERS:
+        if folder in _parameter_names(nb_path):
+            params[folder] = str(tmp_path / folder)
+    return params
 
 
 def _parameter_names(nb_path: Path) -> set[str]:
