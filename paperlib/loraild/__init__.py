@@ -13,6 +13,12 @@ Modules (one job each):
 - :mod:`.features`: forward hooks capturing the LoRA-A outputs.
 - :mod:`.losses`: CE, KD (eq. 2), ILD (eq. 3), RAIL-KD_c / _l.
 - :mod:`.curriculum`: loss weights per epoch (section 3.3).
+- :mod:`.encoding`: tokenised splits, padding, resumable (optionally length-grouped) shuffling.
+- :mod:`.teacher_cache`: frozen-teacher outputs computed once and reused.
+- :mod:`.distill`: the student and eq. (4) in one ``accelerate``-prepared module.
 - :mod:`.train`: stage 1 (teacher) and stage 2 (student), resumable, ``accelerate``-ready.
-- :mod:`.sweep`, :mod:`.stats`, :mod:`.clusters`, :mod:`.tables`, :mod:`.figures`, :mod:`.cli`.
+- :mod:`.sweep`: tasks x methods x seeds, skipping finished runs.
+- :mod:`.stats`: one-sided permutation tests; :mod:`.clusters`: k-means / ARI per layer.
+- :mod:`.tables`, :mod:`.figures`: Table 1, Table 2, learning curves; the paper's own numbers.
+- :mod:`.cli`: ``python -m paperlib loraild ...`` and ``python -m paperlib sweep ...``.
 """

@@ -86,7 +86,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from paperlib.loraild.tables import results_frame, table1
 
     base = config_from_args(args, SWEEP_SKIP)
-    res = run_sweep(base, args.tasks, args.methods, args.seeds, progress=base.progress)
+    res = run_sweep(base, args.tasks, args.methods, args.seeds, progress=base.progress is not False,
+                    workers=args.workers)
     print(f"ran {len(res.ran)} run(s), {len(res.skipped)} already finished")
     print(table1(results_frame(res.results)).to_markdown())
     return 0
@@ -104,6 +105,8 @@ def register(subparsers) -> None:
     s.add_argument("--tasks", nargs="+", default=["rotten_tomatoes"], choices=ALL_TASKS)
     s.add_argument("--methods", nargs="+", default=list(METHOD_NAMES), choices=METHOD_NAMES)
     s.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
+    s.add_argument("--workers", type=int, default=1,
+                   help="runs trained at a time in separate CPU processes (default 1; 2 suits a 2-core CPU)")
     _add_config_options(s, SWEEP_SKIP)
     s.set_defaults(func=cmd_sweep)
 

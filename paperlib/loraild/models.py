@@ -141,20 +141,30 @@ def load_classifier(name: str, num_labels: int) -> nn.Module:
     return model
 
 
-def lora_config(rank: int, dropout: float = 0.05, classifier_trainable: bool = False) -> LoraConfig:
+def lora_config(rank: int, dropout: float = 0.05, classifier_trainable: bool = False,
+                extra_trainable: list[str] | None = None) -> LoraConfig:
     """LoRA on q/k/v with ``alpha = 2r`` (the authors' setting), no bias."""
     return LoraConfig(
         task_type=TaskType.SEQ_CLS if classifier_trainable else None,
         r=rank, lora_alpha=2 * rank, lora_dropout=dropout, bias="none",
-        target_modules=list(LORA_TARGETS),
+        target_modules=list(LORA_TARGETS), modules_to_save=extra_trainable or None,
     )
 
 
 def build_teacher(name: str, num_labels: int, rank: int, dropout: float = 0.05) -> nn.Module:
-    """Stage-1 teacher: pretrained encoder + fresh head; LoRA and the head are the only trainables."""
+    """Stage-1 teacher: pretrained encoder + fresh head; LoRA and the head are the only trainables.
+
+    RoBERTa's classification head is ``dense -> tanh -> out_proj`` on the first token; a BERT
+    classifier splits the same computation into the encoder's ``pooler`` (dense -> tanh) and a
+    linear ``classifier``.  The pooler is trained with the head so both families train the same
+    head (the embedded MiniLM teacher is BERT-style).
+    """
     model = load_classifier(name, num_labels)
+    has_pooler = any(n.rsplit(".", 1)[-1] == "pooler" and m is not None and any(True for _ in m.parameters())
+                     for n, m in model.named_modules())
     with _quiet_transformers():
-        return get_peft_model(model, lora_config(rank, dropout, classifier_trainable=True))
+        return get_peft_model(model, lora_config(rank, dropout, classifier_trainable=True,
+                                                 extra_trainable=["pooler"] if has_pooler else None))
 
 
 def build_student(name: str, num_labels: int, rank: int | None, dropout: float = 0.05) -> nn.Module:

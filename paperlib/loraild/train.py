@@ -76,21 +76,36 @@ def get_accelerator(device: str | None = None) -> Accelerator:
     return _ACC
 
 
+def _busy_cores(interval: float = 0.5) -> float:
+    """Cores kept busy by other processes right now (from ``/proc/stat``; load average elsewhere)."""
+    def sample():
+        with open("/proc/stat") as fh:
+            vals = [int(v) for v in fh.readline().split()[1:]]
+        idle = vals[3] + (vals[4] if len(vals) > 4 else 0)
+        return sum(vals), idle
+
+    try:
+        t0, i0 = sample()
+        time.sleep(interval)
+        t1, i1 = sample()
+        return (os.cpu_count() or 1) * (1.0 - (i1 - i0) / max(t1 - t0, 1))
+    except (OSError, ValueError, IndexError):
+        try:
+            return os.getloadavg()[0]
+        except OSError:
+            return 0.0
+
+
 def auto_threads(requested: int | None = None) -> int:
-    """Set torch's CPU threads: ``requested``, or 1 when other processes already keep the cores busy.
+    """Set torch's CPU threads: ``requested``, or 1 when other processes already keep a core busy.
 
     On a small shared CPU, two OpenMP threads competing with another busy process wait on each
     other at every barrier (a 4x slowdown measured here); one thread then runs faster.
     """
     if requested:
         torch.set_num_threads(int(requested))
-    else:
-        try:
-            busy = os.getloadavg()[0] >= max(1.0, (os.cpu_count() or 1) - 1.0)
-        except OSError:
-            busy = False
-        if busy:
-            torch.set_num_threads(1)
+    elif (os.cpu_count() or 1) <= 4 and _busy_cores() >= 0.5:
+        torch.set_num_threads(1)
     return torch.get_num_threads()
 
 

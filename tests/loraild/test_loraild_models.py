@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 import torch
 
 from paperlib.loraild.encoding import Collator, encode, make_loader

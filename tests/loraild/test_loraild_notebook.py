@@ -65,7 +65,8 @@ def test_page_runs_at_tiny_settings(tmp_path):
                         progress_bar=False,
                         parameters=dict(methods=["wo_kd", "rail_kd_l", "loraild_fixed"], seeds=[0, 1], epochs=2,
                                         teacher_epochs=1, max_train=24, max_valid=8, max_test=16,
-                                        max_length=32, results_dir=str(tmp_path / "results"), threads=1))
+                                        max_length=32, results_dir=str(tmp_path / "results"), threads=1,
+                                        workers=1))
     nb = nbformat.read(out, as_version=4)
     assert not [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
                 if o.get("output_type") == "error"]

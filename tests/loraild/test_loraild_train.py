@@ -162,6 +162,18 @@ def test_interrupted_sweep_resumes_without_repeating_runs(tiny, monkeypatch):
     assert run_sweep(base, ["sst2"], methods, seeds, progress=False).ran == [] and calls == []
 
 
+def test_parallel_workers_give_the_same_results(tiny):
+    methods, seeds = ["wo_kd", "loraild_random_epoch"], [0]
+    one = run_sweep(tiny.config(results_dir=str(tiny.root / "w1")), ["sst2"], methods, seeds, progress=False)
+    two = run_sweep(tiny.config(results_dir=str(tiny.root / "w2")), ["sst2"], methods, seeds, progress=False,
+                    workers=2)
+    assert two.ran == one.ran == [("sst2", m, 0) for m in methods]
+    for a, b in zip(one.results, two.results):
+        assert (a["method"], a["seed"]) == (b["method"], b["seed"])
+        assert b["history"][0]["train"]["loss"] == pytest.approx(a["history"][0]["train"]["loss"], rel=1e-4)
+        assert b["best_valid"] == pytest.approx(a["best_valid"])
+
+
 def test_cli(tiny, capsys, tmp_path):
     from paperlib.__main__ import main
 
