@@ -27,27 +27,9 @@ from transformers import GPT2Config, GPT2Model
 from paperlib.data.tokens import TokenBatch
 from paperlib.swap.analysis import fit_layers, measure_swaps, pair_rows
 from paperlib.swap.blocks import ResidualStack
+from timing import matmul_rate, sync
 
 GPT2_LARGE = dict(n_layer=36, n_embd=1280, n_head=20, n_positions=1024, vocab_size=50257)
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def matmul_rate(device: torch.device, n: int = 8192, reps: int = 30) -> float:
-    """Measured bf16 FLOP/s of an n x n x n matrix product."""
-    a = torch.randn(n, n, device=device, dtype=torch.bfloat16)
-    b = torch.randn(n, n, device=device, dtype=torch.bfloat16)
-    for _ in range(3):
-        a @ b
-    sync(device)
-    t = time.perf_counter()
-    for _ in range(reps):
-        a @ b
-    sync(device)
-    return 2 * n**3 * reps / (time.perf_counter() - t)
 
 
 def make_batches(n_tokens: int, seq_len: int, batch_size: int, vocab: int, seed: int) -> list[TokenBatch]:

@@ -66,7 +66,7 @@ max_test = None  # embedded 250
 ild_start = None  # curriculum start epoch (embedded 1; paper per task)
 glue_dir = None  # a folder of GLUE TSV files (or set GLUE_DIR); None: the hub
 device = None  # None: accelerate's choice (a GPU if there is one)
-results_dir = None  # None: <repository>/results/loraild; finished runs are read back from here
+results_dir = None  # None: $PAPERLIB_RESULTS or <repository>/results/loraild; finished runs are read back
 threads = None  # torch CPU threads (None: all cores, or 1 if the machine is already busy)
 workers = None  # runs trained at a time (None: 2 single-thread processes on a 2+ core CPU, 1 on a GPU)
 
@@ -78,9 +78,8 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import HTML, Markdown, display
 
-import paperlib
 from paperlib.loraild import figures, tables
-from paperlib.loraild.config import RunConfig
+from paperlib.loraild.config import RunConfig, default_results_dir
 from paperlib.loraild.models import describe
 from paperlib.loraild.stats import min_p_value, pairwise_tests
 from paperlib.loraild.sweep import default_workers, run_sweep
@@ -88,7 +87,7 @@ from paperlib.loraild.train import auto_threads, prepare_data
 
 n_threads = auto_threads(threads)
 if results_dir is None:
-    results_dir = str(Path(paperlib.__file__).resolve().parents[1] / "results" / "loraild")
+    results_dir = str(default_results_dir())
 base = RunConfig(task=task, epochs=epochs, rank=rank, lr=lr, teacher_lr=teacher_lr,
                  teacher_epochs=teacher_epochs, teacher=teacher, student=student, batch_size=batch_size,
                  max_length=max_length, max_train=max_train, max_valid=max_valid, max_test=max_test,

@@ -18,7 +18,7 @@ from paperlib.loraild.models import encoder_layers, forward_kwargs
 from paperlib.loraild.teacher_cache import TeacherBatch
 
 
-def _token_share(mask: torch.Tensor | None) -> float:
+def _token_share(mask: torch.Tensor | None) -> float | torch.Tensor:
     """Data parallel: ``N * local tokens / global tokens`` (1.0 in one process or without a mask).
 
     ``ild_loss`` is a mean over the real tokens of the *local* batch, and DDP averages the N
@@ -35,7 +35,7 @@ def _token_share(mask: torch.Tensor | None) -> float:
     local = mask.detach().sum().to(torch.float64)
     total = local.clone()
     torch.distributed.all_reduce(total)  # every process calls forward once per step: collectives line up
-    return float(world * local / total.clamp_min(1.0))
+    return (world * local / total.clamp_min(1.0)).float()  # a 0-d tensor: no wait for the device
 
 
 class DistillModel(nn.Module):
@@ -65,8 +65,8 @@ class DistillModel(nn.Module):
 
     def forward(self, batch: dict[str, torch.Tensor], teacher: TeacherBatch | None,
                 weights: tuple[float, float, float], groups: list[list[int]] | None = None,
-                rail_selected: list[int] | None = None) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
-        """Total loss, its detached parts and the student logits."""
+                rail_selected: list[int] | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
+        """Total loss, its detached parts (0-d tensors, read once per epoch) and the student logits."""
         l_ce_w, l_kd_w, l_inter_w = weights
         need_inter = l_inter_w > 0 and self.method.inter is not None
         out = self.student_forward(batch, hidden=need_inter and self.needs_hidden)
@@ -74,12 +74,12 @@ class DistillModel(nn.Module):
         reg = self.task.regression
         lce = ce_loss(logits, batch["labels"], reg)
         loss = l_ce_w * lce
-        parts = {"ce": float(lce.detach())}
+        parts = {"ce": lce.detach()}
         if l_kd_w > 0:
             assert teacher is not None, "KD needs teacher outputs"
             lkd = kd_loss(teacher.logits, logits, self.temperature, reg)
             loss = loss + l_kd_w * lkd
-            parts["kd"] = float(lkd.detach())
+            parts["kd"] = lkd.detach()
         if need_inter:
             assert teacher is not None, "intermediate-layer losses need teacher outputs"
             mask = batch["attention_mask"] if self.mask_padding else None
@@ -93,7 +93,7 @@ class DistillModel(nn.Module):
                 s_pooled = pooled_layers(out.hidden_states, mask)
                 linter = self.rail(teacher.pooled.to(s_pooled.dtype), s_pooled, rail_selected)
             loss = loss + l_inter_w * linter
-            parts["inter"] = float(linter.detach())
+            parts["inter"] = linter.detach()
         if self.recorder is not None:
             self.recorder.clear()
         return loss, parts, logits

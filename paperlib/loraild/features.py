@@ -81,11 +81,20 @@ class LoraFeatureRecorder:
 
 
 def align_teacher(teacher_feats: torch.Tensor, groups: list[list[int]]) -> torch.Tensor:
-    """``[B, T, n_t, 3, r] -> [B, T, n_s, 3, r]``: mean of the teacher layers in each group."""
-    if all(len(g) == 1 for g in groups):
-        idx = torch.tensor([g[0] for g in groups], device=teacher_feats.device)
-        return teacher_feats.index_select(2, idx)
-    return torch.stack([teacher_feats[:, :, g].mean(dim=2) for g in groups], dim=2)
+    """``[B, T, n_t, 3, r] -> [B, T, n_s, 3, r]``: mean of the teacher layers in each group.
+
+    Groups of consecutive layers (every alignment of :mod:`alignment`) are taken as slices, so no
+    index tensor has to be copied to the device at every step (a host-device sync on a GPU).
+    """
+    cols = []
+    for g in groups:
+        if len(g) == 1:
+            cols.append(teacher_feats[:, :, g[0]])
+        elif list(g) == list(range(g[0], g[0] + len(g))):
+            cols.append(teacher_feats[:, :, g[0]:g[0] + len(g)].mean(dim=2))
+        else:
+            cols.append(teacher_feats[:, :, list(g)].mean(dim=2))
+    return torch.stack(cols, dim=2)
 
 
 def concat_tokens(feats: torch.Tensor) -> torch.Tensor:

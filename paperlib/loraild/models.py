@@ -178,6 +178,16 @@ def build_student(name: str, num_labels: int, rank: int | None, dropout: float =
     return model
 
 
+def compile_model(model: nn.Module, mode: str) -> nn.Module:
+    """``torch.compile`` in place (``nn.Module.compile``: parameter names and state dicts unchanged).
+
+    Forward hooks must be attached *before*: a hook added to a compiled module is not traced and
+    silently never runs (the LoRA feature recorders are therefore created first).
+    """
+    model.compile(mode=None if mode == "default" else mode)
+    return model
+
+
 def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
     """The trained parameters of a LoRA teacher (adapters + head), on CPU."""
     return {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
@@ -218,6 +228,6 @@ def describe(name: str) -> str:
 
 
 __all__ = ["LORA_TARGETS", "ModelLoadError", "load_tokenizer", "load_classifier", "build_teacher",
-           "build_student", "encoder_layers", "keep_every_other_layer", "lora_config",
+           "build_student", "compile_model", "encoder_layers", "keep_every_other_layer", "lora_config",
            "trainable_state", "load_trainable_state", "freeze", "forward_kwargs", "describe",
            "model_location", "split_half"]

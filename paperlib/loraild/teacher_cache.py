@@ -65,7 +65,12 @@ def estimate_bytes(part: str, lengths: list[int], n_layers: int, rank: int, hidd
 
 
 class TeacherCache:
-    """Cached teacher outputs of one split, looked up by example index."""
+    """Cached teacher outputs of one split, looked up by example index.
+
+    The parts live on the CPU unless :meth:`to` moves them (a GPU run moves them to the GPU, so a
+    lookup is one gather on the device instead of a host-side copy per example and a pageable
+    host-to-device transfer per batch).
+    """
 
     def __init__(self, parts: dict[str, torch.Tensor | dict]):
         self.parts = parts
@@ -73,22 +78,51 @@ class TeacherCache:
     def has(self, part: str) -> bool:
         return part in self.parts
 
+    @property
+    def device(self) -> torch.device:
+        return self.parts["logits"].device  # type: ignore[union-attr]
+
+    def nbytes(self) -> int:
+        """Bytes the cached tensors take."""
+        total = 0
+        for v in self.parts.values():
+            for t in (v.values() if isinstance(v, dict) else (v,)):
+                if isinstance(t, torch.Tensor):
+                    total += t.numel() * t.element_size()
+        return total
+
+    def to(self, device: torch.device | str) -> "TeacherCache":
+        """A cache whose tensors live on ``device`` (the in-memory CPU copies are left alone)."""
+        moved: dict[str, torch.Tensor | dict] = {}
+        for k, v in self.parts.items():
+            if isinstance(v, dict):
+                moved[k] = {kk: vv.to(device) if isinstance(vv, torch.Tensor) else vv for kk, vv in v.items()}
+            else:
+                moved[k] = v.to(device)
+        return TeacherCache(moved)
+
     def lookup(self, idx: torch.Tensor, seq_len: int, device: torch.device | str) -> TeacherBatch:
-        """Outputs for examples ``idx``; LoRA features zero-padded to ``seq_len`` tokens."""
-        cpu_idx = idx.detach().cpu()
-        logits = self.parts["logits"][cpu_idx].to(device)  # type: ignore[index]
+        """Outputs for examples ``idx``; LoRA features zero-padded (or cut) to ``seq_len`` tokens.
+
+        Example ``i``'s features are rows ``offsets[i] .. offsets[i+1]`` of the flat store; token
+        ``t`` of the batch row reads row ``offsets[i] + t`` when ``t`` is below the example's
+        stored length, else zero.
+        """
+        here = idx.detach().to(self.device)
+        logits = self.parts["logits"][here].to(device)  # type: ignore[index]
         lora = pooled = None
         if "lora" in self.parts:
             store = self.parts["lora"]
             flat, offsets, shape = store["flat"], store["offsets"], store["shape"]  # type: ignore[index]
-            out = torch.zeros((len(cpu_idx), seq_len, flat.shape[1]), dtype=flat.dtype)
-            for row, i in enumerate(cpu_idx.tolist()):
-                a, b = int(offsets[i]), int(offsets[i + 1])
-                k = min(b - a, seq_len)
-                out[row, :k] = flat[a:a + k]
-            lora = out.view(len(cpu_idx), seq_len, *shape).to(device)
+            start = offsets[here]
+            length = offsets[here + 1] - start
+            pos = torch.arange(seq_len, device=flat.device)
+            valid = pos[None, :] < length[:, None]  # [B, T]
+            rows = torch.where(valid, start[:, None] + pos[None, :], torch.zeros_like(start)[:, None])
+            out = flat[rows].masked_fill_(~valid[..., None], 0)  # [B, T, D]
+            lora = out.view(len(here), seq_len, *shape).to(device)
         if "pooled" in self.parts:
-            pooled = self.parts["pooled"][cpu_idx].to(device)  # type: ignore[index]
+            pooled = self.parts["pooled"][here].to(device)  # type: ignore[index]
         return TeacherBatch(logits, lora, pooled)
 
 

@@ -52,7 +52,8 @@ from paperlib.loraild.encoding import (Collator, EncodedSplit, EpochPermutation,
                                        make_loader)
 from paperlib.loraild.features import LoraFeatureRecorder
 from paperlib.loraild.losses import ce_loss
-from paperlib.loraild.models import (build_student, build_teacher, forward_kwargs, freeze, load_tokenizer,
+from paperlib.loraild.models import (build_student, build_teacher, compile_model, forward_kwargs, freeze,
+                                     load_tokenizer,
                                      load_trainable_state, model_location, split_half, trainable_state)
 from paperlib.loraild.tasks import TaskData, compute_metrics, load_task
 
@@ -257,10 +258,12 @@ def fit(acc: Accelerator, *, model: torch.nn.Module, optimizer, sampler: EpochPe
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             n += 1
-            sums["loss"] += float(loss.detach())
+            # summed as device tensors: reading a float here would wait for the GPU at every step
+            sums["loss"] += loss.detach()
             for k, v in parts.items():
                 sums[k] += v
         model.eval()
+        sums = defaultdict(float, {k: float(v) for k, v in sums.items()})
         if acc.num_processes > 1:  # every process saw its own batches: report the mean over all
             keys = sorted(sums)
             local = torch.tensor([sums[k] / max(n, 1) for k in keys], dtype=torch.float64, device=acc.device)
@@ -366,7 +369,7 @@ def train_teacher(cfg: RunConfig, accelerator: Accelerator | None = None) -> dic
 
         def step_fn(batch, epoch):
             loss = ce_loss(logits_fn(batch), batch["labels"], spec.regression)
-            return loss, {"ce": float(loss.detach())}
+            return loss, {"ce": loss.detach()}
 
         history, best, best_state = fit(
             acc, model=model, optimizer=optimizer, sampler=sampler, train_loader=train,
@@ -452,6 +455,8 @@ def teacher_outputs(cfg: RunConfig, acc: Accelerator, parts: tuple[str, ...], n_
             print(f"teacher outputs {too_big} exceed teacher_cache_max_gb={cfg.teacher_cache_max_gb}: "
                   "the teacher runs alongside the student")
         live = load_teacher(cfg, acc.device)
+        # the teacher stays eager under cfg.compile: it is shared between runs, and the LoRA
+        # recorder a later run attaches would not be traced by an already compiled module
         return None, live, LoraFeatureRecorder(live) if "lora" in parts else None
     folder = cache_folder(cfg)
     with acc.main_process_first():
@@ -461,6 +466,8 @@ def teacher_outputs(cfg: RunConfig, acc: Accelerator, parts: tuple[str, ...], n_
                              Collator(prep.tokenizer.pad_token_id, cfg.max_length, cfg.padding_to_max))
         cache = tc.load_or_compute(folder, teacher, loader, parts, cfg.ild_mask_padding, acc.device,
                                    write=acc.is_main_process, progress=cfg.progress)
+    if acc.device.type != "cpu":  # lookups become one gather on the device (size bounded as above)
+        cache = cache.to(acc.device)
     return cache, None, None
 
 
@@ -498,6 +505,8 @@ def run(cfg: RunConfig, accelerator: Accelerator | None = None) -> dict:
     student = build_student(cfg.student, spec.num_labels, cfg.rank if method.student_lora else None,
                             cfg.lora_dropout)
     model = DistillModel(student, method, spec, n_t, h_t, cfg.rail_dim, cfg.temperature, cfg.ild_mask_padding)
+    if cfg.compile:  # after DistillModel attached its LoRA feature hooks
+        compile_model(student, cfg.compile)
     n_s = model.n_student_layers
     aligner = LayerAligner(method.alignment, n_t, n_s, cfg.seed) if method.alignment else None
     optimizer = adamw([p for p in model.parameters() if p.requires_grad], cfg.lr, cfg.weight_decay)

@@ -9,7 +9,7 @@ import pytest
 from paperlib.data import glue
 from paperlib.data.glue import DataUnavailableError, load_glue, read_glue_tsv
 from paperlib.data.rotten_tomatoes import load_corpus, load_rotten_tomatoes
-from paperlib.loraild.config import TASKS, UnknownTaskError, RunConfig
+from paperlib.loraild.config import TASKS, RunConfig, UnknownTaskError, default_results_dir
 from paperlib.loraild.tasks import compute_metrics, load_task
 
 
@@ -107,3 +107,11 @@ def test_rotten_tomatoes_embedded_corpus():
     d = load_task("rotten_tomatoes", max_train=50, max_valid=10, max_test=20)
     assert d.sizes() == {"train": 50, "valid": 10, "test": 20}
     assert d.train.equals(load_task("rotten_tomatoes", max_train=50).train)
+
+
+def test_results_folder_from_environment(tmp_path, monkeypatch):
+    monkeypatch.delenv("PAPERLIB_RESULTS", raising=False)
+    assert default_results_dir().parts[-2:] == ("results", "loraild")
+    assert (default_results_dir().parent.parent / "paperlib").is_dir()  # the repository's root
+    monkeypatch.setenv("PAPERLIB_RESULTS", str(tmp_path / "runs"))
+    assert default_results_dir() == tmp_path / "runs"

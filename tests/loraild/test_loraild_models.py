@@ -66,7 +66,12 @@ def test_align_and_concatenate():
     assert torch.equal(align_teacher(f, [[1], [3]]), f[:, :, [1, 3]])
     avg = align_teacher(f, [[0, 1], [2, 3]])
     assert torch.allclose(avg[:, :, 0], (f[:, :, 0] + f[:, :, 1]) / 2)
+    assert torch.allclose(avg[:, :, 1], (f[:, :, 2] + f[:, :, 3]) / 2)
     assert concat_tokens(avg).shape == (2, 3, 2 * 3 * 2)
+    # groups that are not consecutive layers take the indexed path
+    odd = align_teacher(f, [[0, 2], [3]])
+    assert torch.allclose(odd[:, :, 0], (f[:, :, 0] + f[:, :, 2]) / 2)
+    assert torch.equal(odd[:, :, 1], f[:, :, 3])
 
 
 def test_half_depth_student_copies_every_other_layer(tiny):
@@ -99,3 +104,11 @@ def test_cached_teacher_outputs_equal_live_ones(tiny):
     assert torch.allclose(looked.pooled, live.pooled, atol=1e-5)
     assert torch.allclose(looked.lora[mask], live.lora[mask], atol=1e-5)
     assert (looked.lora[~mask] == 0).all()
+    # a batch cut shorter than the stored sequences reads their first tokens
+    short = cache.lookup(idx, 3, "cpu")
+    assert short.lora.shape[1] == 3
+    assert torch.allclose(short.lora[mask[:, :3]], live.lora[:, :3][mask[:, :3]], atol=1e-5)
+    # a moved cache gives the same values and reports its size
+    moved = cache.to("cpu")
+    assert moved.nbytes() == cache.nbytes() > 0
+    assert torch.equal(moved.lookup(idx, batch["input_ids"].shape[1], "cpu").lora, looked.lora)

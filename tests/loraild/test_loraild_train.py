@@ -191,3 +191,32 @@ def test_cli(tiny, capsys, tmp_path):
     assert "GLUE_DIR" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["loraild", "--task", "mnli"])
+
+
+def test_compiled_student_trains_like_the_eager_one(tiny, monkeypatch):
+    """``compile=`` runs the student through torch.compile; its LoRA hooks must still record.
+
+    Dynamo's tracing (where hooks are kept or lost) and AOT autograd are exercised with the
+    ``aot_eager`` backend; inductor's code generation would add two minutes of C++ compiling.
+    """
+    compiled_modes = []
+
+    def compile_cheaply(model, mode):
+        compiled_modes.append(mode)
+        model.compile(backend="aot_eager")
+        return model
+
+    monkeypatch.setattr(train_mod, "compile_model", compile_cheaply)
+    eager_cfg = tiny.config(method="loraild_fixed", lora_dropout=0.0, pad_to_max_length=True,  # one shape: one trace
+                            results_dir=str(tiny.root / "eager"))
+    eager = run(eager_cfg)
+    assert compiled_modes == []
+    compiled = run(eager_cfg.replace(compile="default", results_dir=str(tiny.root / "compiled")))
+    assert compiled_modes == ["default"]
+    e, c = eager["history"][0]["train"], compiled["history"][0]["train"]
+    assert c["inter"] > 0  # the recorder saw the compiled student's LoRA-A outputs
+    # same seed and data; only dropout's random stream differs between eager and compiled kernels
+    assert c["ce"] == pytest.approx(e["ce"], rel=0.1) and c["inter"] == pytest.approx(e["inter"], rel=0.1)
+    assert compiled["config"]["compile"] == "default"
+    with pytest.raises(ValueError, match="compile must be one of"):
+        tiny.config(compile="fastest").resolved()

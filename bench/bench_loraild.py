@@ -1,0 +1,285 @@
+"""Benchmark of LoRAILD stage-2 training at the paper's sizes (random weights have the true cost).
+
+Teacher: RoBERTa-large config (24 layers, d = 1024) with LoRA r = 32 on q/k/v, frozen.
+Student: DistilRoBERTa-base config (6 layers, d = 768); with LoRA r = 32 for the LoRAILD rows.
+Batches of 32 x 128 tokens (every position a real token), two labels.
+
+Prints, from one run on one device:
+
+- the device's bf16 matmul rate (8192^3 products), the yardstick;
+- per method (w/o KD, Vanilla KD, RAIL-KD_c, LoRAILD Fixed / Average / Random step) and
+  precision (fp32, bf16 autocast), samples/s of a training step as ``paperlib.loraild.train``
+  runs it (teacher outputs, ``DistillModel`` forward with eq. 4, backward, fused AdamW step),
+  with the frozen teacher's outputs either *recomputed* every step ("live") or *reused* from
+  :mod:`paperlib.loraild.teacher_cache` ("cached");
+- the ratios the issue asks for: LoRAILD / Vanilla KD time per step, live / cached epoch time,
+  model FLOP rate / bf16 matmul rate; and peak memory;
+- optionally a torch.profiler table of one configuration.
+
+Usage: ``PYTHONPATH=. python bench/bench_loraild.py [--steps 40] [--json out.json] [--profile p.txt]``.
+``--tiny`` runs 2-layer models on the CPU (a smoke test of the script itself).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import time
+
+import numpy as np
+import torch
+from peft import get_peft_model
+from transformers import AutoModelForSequenceClassification, RobertaConfig
+
+from paperlib.loraild import teacher_cache as tc
+from paperlib.loraild.alignment import LayerAligner, rail_layers
+from paperlib.loraild.config import METHODS, TaskSpec
+from paperlib.loraild.curriculum import method_weights
+from paperlib.loraild.distill import DistillModel
+from paperlib.loraild.encoding import Collator, EncodedSplit, EpochPermutation, make_loader
+from paperlib.loraild.features import LoraFeatureRecorder
+from paperlib.loraild.models import freeze, lora_config
+from paperlib.loraild.train import adamw
+from timing import matmul_rate, sync
+
+ROBERTA_LARGE = dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096)
+DISTILROBERTA_BASE = dict(hidden_size=768, num_hidden_layers=6, num_attention_heads=12, intermediate_size=3072)
+TINY_TEACHER = dict(hidden_size=64, num_hidden_layers=4, num_attention_heads=4, intermediate_size=128)
+TINY_STUDENT = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128)
+COMMON = dict(vocab_size=50265, max_position_embeddings=514, type_vocab_size=1, pad_token_id=1,
+              bos_token_id=0, eos_token_id=2, layer_norm_eps=1e-5, num_labels=2)
+BENCH_METHODS = ("wo_kd", "vanilla_kd", "rail_kd_c", "loraild_fixed", "loraild_average", "loraild_random_step")
+TASK = TaskSpec("bench", 2, "accuracy", ("accuracy",), False, 1)
+
+
+def roberta(sizes: dict) -> RobertaConfig:
+    return RobertaConfig(**COMMON, **sizes)
+
+
+def forward_flops(cfg: RobertaConfig, seq: int, rank: int | None) -> float:
+    """Forward FLOPs per token: 2 x (matmul weights of the blocks) + attention (4 L T d) + LoRA."""
+    L, d, ff = cfg.num_hidden_layers, cfg.hidden_size, cfg.intermediate_size
+    f = 2 * L * (4 * d * d + 2 * d * ff) + 4 * L * seq * d
+    if rank:
+        f += 2 * L * 3 * 2 * d * rank
+    return f
+
+
+def make_split(n: int, seq: int, vocab: int, seed: int = 0) -> EncodedSplit:
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(3, vocab, (n, seq), generator=g)
+    ids[:, 0], ids[:, -1] = 0, 2  # <s> ... </s>
+    labels = torch.randint(0, 2, (n,), generator=g).numpy()
+    return EncodedSplit(ids.tolist(), None, labels)
+
+
+def build_teacher(cfg: RobertaConfig, rank: int, device) -> torch.nn.Module:
+    model = AutoModelForSequenceClassification.from_config(cfg)
+    return freeze(get_peft_model(model, lora_config(rank, classifier_trainable=True))).to(device)
+
+
+def build_student(cfg: RobertaConfig, rank: int | None, device) -> torch.nn.Module:
+    model = AutoModelForSequenceClassification.from_config(cfg)
+    if rank is not None:
+        model = get_peft_model(model, lora_config(rank))
+    for p in model.parameters():
+        p.requires_grad_(True)
+    return model.to(device)
+
+
+def parts_of(method) -> tuple[str, ...]:
+    parts = ["logits"] if method.kd else []
+    if method.inter == "lora_ild":
+        parts.append("lora")
+    if method.inter in ("rail_c", "rail_l"):
+        parts.append("pooled")
+    return tuple(parts)
+
+
+def bench_method(name: str, mode: str, bf16: bool, teacher, t_recorder, t_cfg, s_cfg, split, cache, args, device) -> dict:
+    """Time ``args.steps`` training steps (after ``args.warmup``) of one method."""
+    method = METHODS[name]
+    torch.manual_seed(0)
+    student = build_student(s_cfg, args.rank if method.student_lora else None, device)
+    model = DistillModel(student, method, TASK, t_cfg.num_hidden_layers, t_cfg.hidden_size).to(device)
+    model.train()
+    if args.compile:
+        student.compile(mode=None if args.compile == "default" else args.compile)
+    opt = adamw([p for p in model.parameters() if p.requires_grad], 2e-5, 0.01)
+    n_t, n_s = t_cfg.num_hidden_layers, s_cfg.num_hidden_layers
+    aligner = LayerAligner(method.alignment, n_t, n_s, 0) if method.alignment else None
+    rail = rail_layers(n_t, n_s, 0, 0) if method.inter in ("rail_c", "rail_l") else None
+    weights = method_weights(method, 1, 1, 2)  # the ILD-on phase (curriculum rows after ild_start)
+    parts = parts_of(method)
+    recorder = t_recorder if (mode == "live" and "lora" in parts) else None
+    sampler = EpochPermutation(len(split), 0)
+    loader = make_loader(split, args.batch, Collator(1, args.seq, pad_to_max=True), sampler)
+    amp = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+
+    total = torch.zeros((), device=device)
+
+    def step(batch):
+        nonlocal total
+        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        with amp:
+            if not method.kd:
+                tb = None
+            elif mode == "cached":
+                tb = cache.lookup(batch["idx"], batch["input_ids"].shape[1], device)
+            else:
+                tb = tc.teacher_forward(teacher, batch, recorder, "pooled" in parts)
+            groups = aligner.groups() if aligner is not None else None
+            loss, _, _ = model(batch, tb, weights, groups, rail)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        total = total + loss.detach()  # as train.fit does: summed on the device, read once per epoch
+        return loss
+
+    batches = iter(loader)
+    try:
+        for _ in range(args.warmup):
+            step(next(batches))
+        sync(device)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        t0 = time.perf_counter()
+        for _ in range(args.steps):
+            loss = step(next(batches))
+        sync(device)
+        dt = (time.perf_counter() - t0) / args.steps
+    finally:
+        if model.recorder is not None:
+            model.recorder.remove()
+    tokens = args.batch * args.seq
+    flops = 3 * forward_flops(s_cfg, args.seq, args.rank if method.student_lora else None) * tokens
+    if method.kd and mode == "live":
+        flops += forward_flops(t_cfg, args.seq, args.rank) * tokens
+    peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan")
+    del model, student, opt
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return {"method": name, "mode": mode, "dtype": "bf16" if bf16 else "fp32", "step_s": dt,
+            "samples_per_s": args.batch / dt, "model_flops_per_step": flops, "flop_rate": flops / dt,
+            "peak_gib": peak, "loss": float(loss.detach())}
+
+
+def profile_one(name: str, mode: str, teacher, t_recorder, t_cfg, s_cfg, split, cache, args, device, out: str) -> None:
+    from torch.profiler import ProfilerActivity, profile as prof
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with prof(activities=acts) as p:
+        bench_method(name, mode, True, teacher, t_recorder, t_cfg, s_cfg, split, cache, args, device)
+    key = "cuda_time_total" if device.type == "cuda" else "cpu_time_total"
+    averages = p.key_averages()
+    table = averages.table(sort_by=key, row_limit=30)
+    steps = args.warmup + args.steps
+    gpu = sum(e.self_device_time_total for e in averages) / 1e3 / steps
+    cpu = sum(e.self_cpu_time_total for e in averages) / 1e3 / steps
+    head = (f"# {name}, {mode} teacher, bf16 autocast, compile={args.compile}, {steps} steps profiled\n"
+            f"# per step: device busy {gpu:.1f} ms, host operator time {cpu:.1f} ms (with profiler overhead)\n")
+    print(head + table)
+    with open(out, "w") as fh:
+        fh.write(head + table)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--steps", type=int, default=40)
+    ap.add_argument("--warmup", type=int, default=8)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--seq", type=int, default=128)
+    ap.add_argument("--rank", type=int, default=32)
+    ap.add_argument("--methods", nargs="+", default=list(BENCH_METHODS))
+    ap.add_argument("--dtypes", nargs="+", default=["fp32", "bf16"])
+    ap.add_argument("--compile", default=None, choices=["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"],
+                    help="torch.compile the student (and the live teacher) with this mode")
+    ap.add_argument("--tiny", action="store_true", help="2-layer models on the CPU (smoke test)")
+    ap.add_argument("--json", default=None)
+    ap.add_argument("--profile", default=None, help="write a profiler table of one method (bf16)")
+    ap.add_argument("--profile-method", default="loraild_fixed")
+    ap.add_argument("--profile-mode", default="cached", choices=["live", "cached"])
+    args = ap.parse_args()
+
+    device = torch.device("cuda" if torch.cuda.is_available() and not args.tiny else "cpu")
+    t_cfg, s_cfg = (roberta(TINY_TEACHER), roberta(TINY_STUDENT)) if args.tiny else \
+        (roberta(ROBERTA_LARGE), roberta(DISTILROBERTA_BASE))
+    info = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+            "torch": torch.__version__, "batch": args.batch, "seq": args.seq, "rank": args.rank}
+    import transformers
+    info["transformers"] = transformers.__version__
+    rate = matmul_rate(device, 8192 if device.type == "cuda" else 512, 30 if device.type == "cuda" else 3)
+    info["bf16_matmul_flops"] = rate
+    print(json.dumps(info))
+
+    teacher = build_teacher(t_cfg, args.rank, device)
+    info["attn_implementation"] = teacher.config._attn_implementation
+    info["compile"] = args.compile
+    n = args.batch * (args.warmup + args.steps)
+    split = make_split(n, args.seq, t_cfg.vocab_size)
+    loader = make_loader(split, 64, Collator(1, args.seq, pad_to_max=True))
+    builds = {}
+    caches = {}
+    for bf16 in (False, True) if "bf16" in args.dtypes else (False,):
+        if ("bf16" if bf16 else "fp32") not in args.dtypes:
+            continue
+        amp = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+        sync(device)
+        t0 = time.perf_counter()
+        with amp:
+            parts = tc.compute_parts(teacher, loader, tc.PARTS, True, device)
+        sync(device)
+        builds["bf16" if bf16 else "fp32"] = time.perf_counter() - t0
+        caches[bf16] = tc.TeacherCache(parts).to(device)  # as train.teacher_outputs does on a GPU
+    print(f"teacher cache build ({n} examples, all parts): "
+          + ", ".join(f"{k} {v:.2f} s" for k, v in builds.items()))
+    # hooks added after torch.compile are not traced: the live teacher's recorder is attached first
+    t_recorder = LoraFeatureRecorder(teacher)
+    if args.compile:
+        teacher.compile(mode=None if args.compile == "default" else args.compile)
+
+    rows = []
+    for dtype in args.dtypes:
+        bf16 = dtype == "bf16"
+        for name in args.methods:
+            for mode in (("live", "cached") if METHODS[name].kd else ("live",)):
+                r = bench_method(name, mode, bf16, teacher, t_recorder, t_cfg, s_cfg, split, caches[bf16], args,
+                                 device)
+                r["mfu"] = r["flop_rate"] / rate
+                rows.append(r)
+                print(f"{dtype:5s} {name:22s} {mode:6s} {r['samples_per_s']:8.1f} samples/s  "
+                      f"{1e3 * r['step_s']:7.1f} ms/step  {100 * r['mfu']:5.1f}% of bf16 matmul  "
+                      f"peak {r['peak_gib']:.1f} GiB", flush=True)
+
+    def get(name, mode, dtype):
+        return next((r for r in rows if r["method"] == name and r["mode"] == mode and r["dtype"] == dtype), None)
+
+    ratios = []
+    print("\nratios (measured in this run)")
+    for dtype in args.dtypes:
+        for mode in ("live", "cached"):
+            base = get("vanilla_kd", mode, dtype)
+            for name in args.methods:
+                r = get(name, mode, dtype)
+                if base and r and name.startswith("loraild"):
+                    x = r["step_s"] / base["step_s"]
+                    ratios.append({"what": f"{name} / vanilla_kd step time", "mode": mode, "dtype": dtype,
+                                   "ratio": x})
+                    print(f"  {dtype} {mode:6s} {name} / Vanilla KD step time: {x:.3f}  (target <= 1.10)")
+        for name in args.methods:
+            live, cached = get(name, "live", dtype), get(name, "cached", dtype)
+            if live and cached:
+                x = live["step_s"] / cached["step_s"]
+                ratios.append({"what": f"{name} live / cached epoch time", "dtype": dtype, "ratio": x})
+                print(f"  {dtype} {name}: recomputing / reusing teacher outputs: {x:.2f}x  (target >= 1.5)")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump({"info": info, "cache_build_s": builds, "rows": rows, "ratios": ratios}, fh, indent=1)
+    if args.profile:
+        profile_one(args.profile_method, args.profile_mode, teacher, t_recorder, t_cfg, s_cfg, split, caches[True] if True in caches else caches[False],
+                    args, device, args.profile)
+
+
+if __name__ == "__main__":
+    main()
