@@ -66,14 +66,23 @@ _TEACHERS: dict[str, torch.nn.Module] = {}
 # accelerator, data, paths
 # --------------------------------------------------------------------------------------------
 def get_accelerator(device: str | None = None) -> Accelerator:
-    """One process-wide ``Accelerator`` (``device="cpu"`` forces the CPU)."""
+    """One process-wide ``Accelerator`` (``device="cpu"`` forces the CPU).
+
+    Under a launcher (``WORLD_SIZE`` > 1) on a machine without a GPU the CPU is chosen even when
+    ``device`` is not given: accelerate would otherwise start every process as a separate
+    single-process run, all writing the same files.
+    """
     global _ACC
-    want_cpu = device == "cpu"
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    want_cpu = device == "cpu" or (device is None and world > 1 and not torch.cuda.is_available())
     if _ACC is not None and (device is None or (_ACC.device.type == "cpu") == want_cpu):
         return _ACC
     if _ACC is not None:
         AcceleratorState._reset_state(True)
     _ACC = Accelerator(cpu=want_cpu, kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+    if world > 1 and _ACC.num_processes != world:
+        raise RuntimeError(f"launched as {world} processes but accelerate set up {_ACC.num_processes} "
+                           f"(device={device!r}); each would train alone and overwrite the others' files")
     return _ACC
 
 

@@ -48,8 +48,12 @@ def _run(tmp: Path, models: dict, glue: Path, results: str, nproc: int, batch: i
     args = ["--task", "sst2", "--glue-dir", str(glue), "--teacher", models["teacher"],
             "--student", models["student"], "--method", "loraild_fixed", "--seed", "0", "--epochs", "2",
             "--teacher-epochs", "1", "--rank", "4", "--lr", "1e-3", "--teacher-lr", "1e-3",
-            "--max-length", "16", "--ild-start", "0", "--lora-dropout", "0", "--device", "cpu",
+            "--max-length", "16", "--ild-start", "0", "--lora-dropout", "0",
             "--no-progress", "--no-group-by-length", "--batch-size", str(batch), "--results-dir", str(tmp / results)]
+    # the launched run leaves --device unset: on a machine without a GPU, get_accelerator must still
+    # set up one data-parallel CPU run (accelerate alone would start N independent runs)
+    if nproc == 1 or torch.cuda.is_available():
+        args += ["--device", "cpu"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     if nproc == 1:
         cmd = [sys.executable, "-m", "paperlib", "loraild", *args]

@@ -1,0 +1,182 @@
+"""Data-parallel LoRAILD training: N processes against one at the same global batch.
+
+Writes random-weight models of the paper's sizes (teacher: RoBERTa-large config, 24 layers,
+d = 1024; student: DistilRoBERTa-base config, 6 layers, d = 768; vocabulary 50,265; dropout off
+so that both runs see the same arithmetic) and a synthetic SST-2 folder in the GLUE layout whose
+sentences fill ``--max-length`` tokens, then trains the same run (stage 1 teacher + stage 2
+LoRAILD, same seed, same global batch, same data order) twice through the package's CLI:
+
+- one process (``python -m paperlib loraild``, first GPU only);
+- ``--nproc`` processes (``accelerate launch --multi_gpu --num_processes N`` on GPUs, or
+  ``torch.distributed.run`` with gloo on the CPU for ``--tiny``).
+
+Prints wall-clock times and the speed-up, the per-epoch training losses of both runs and their
+largest relative difference, and counts what was written (one result JSON, one teacher, no
+checkpoint left behind).  ``--batch-size`` of the CLI is the global batch: each of the N
+processes takes ``global / N`` examples per step.
+
+Usage on a two-GPU machine: ``PYTHONPATH=. python bench/bench_loraild_ddp.py --json out.json``;
+on the CPU: ``PYTHONPATH=. python bench/bench_loraild_ddp.py --tiny``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+WORDS = ["the", "a", "movie", "film", "plot", "actor", "is", "was", "very", "this", "and", "but",
+         "good", "great", "love", "fun", "fine", "superb", "bad", "awful", "hate", "boring", "dull", "weak"]
+SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+SIZES = {"teacher": dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096),
+         "student": dict(hidden_size=768, num_hidden_layers=6, num_attention_heads=12, intermediate_size=3072)}
+TINY = {"teacher": dict(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64),
+        "student": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)}
+
+
+def write_models(root: Path, tiny: bool) -> dict[str, str]:
+    """Random-weight teacher and student folders with a word-piece tokenizer (no download)."""
+    import torch
+    from transformers import BertTokenizerFast, RobertaConfig, RobertaForSequenceClassification
+
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "vocab.txt").write_text("\n".join(SPECIAL + WORDS) + "\n")
+    tok = BertTokenizerFast(vocab_file=str(root / "vocab.txt"))
+    out = {}
+    for name, sizes in (TINY if tiny else SIZES).items():
+        torch.manual_seed(0)
+        cfg = RobertaConfig(vocab_size=100 if tiny else 50265, max_position_embeddings=514, type_vocab_size=1,
+                            pad_token_id=0, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+                            classifier_dropout=0.0, **sizes)
+        RobertaForSequenceClassification(cfg).save_pretrained(root / name)
+        tok.save_pretrained(root / name)
+        out[name] = str(root / name)
+    return out
+
+
+def write_sst2(root: Path, n_train: int, n_dev: int, words: int) -> Path:
+    """GLUE-layout SST-2 with sentences of ``words`` words; the label decides a few of them."""
+    rng = random.Random(0)
+
+    def sentence(label: int) -> str:
+        pool = WORDS[12:18] if label else WORDS[18:]
+        return " ".join(rng.choice(WORDS[:12]) if rng.random() < 0.8 else rng.choice(pool) for _ in range(words))
+
+    (root / "SST-2").mkdir(parents=True, exist_ok=True)
+    for name, n in (("train.tsv", n_train), ("dev.tsv", n_dev)):
+        labels = [rng.randint(0, 1) for _ in range(n)]
+        lines = ["sentence\tlabel"] + [f"{sentence(y)}\t{y}" for y in labels]
+        (root / "SST-2" / name).write_text("\n".join(lines) + "\n")
+    return root
+
+
+def launch(nproc: int, gpu: bool, cli_args: list[str], log: Path) -> float:
+    """Run the CLI in ``nproc`` processes; returns the wall-clock seconds."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    if nproc == 1:
+        cmd = [sys.executable, "-m", "paperlib", "loraild", *cli_args]
+        if gpu:
+            env["CUDA_VISIBLE_DEVICES"] = env.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0]
+    elif gpu:
+        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(nproc),
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+               "-m", "paperlib", "loraild", *cli_args]
+    else:
+        env["OMP_NUM_THREADS"] = "1"
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+               "-m", "paperlib", "loraild", *cli_args]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    log.write_text(proc.stdout + proc.stderr)
+    if proc.returncode:
+        raise SystemExit(f"{nproc}-process run failed (exit {proc.returncode}); log {log}:\n{proc.stderr[-4000:]}")
+    return wall
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--nproc", type=int, default=2)
+    ap.add_argument("--global-batch", type=int, default=64, help="examples per optimizer step, all processes")
+    ap.add_argument("--steps-per-epoch", type=int, default=50)
+    ap.add_argument("--epochs", type=int, default=4)
+    ap.add_argument("--max-length", type=int, default=128)
+    ap.add_argument("--method", default="loraild_fixed")
+    ap.add_argument("--tiny", action="store_true", help="tiny models, gloo on the CPU")
+    ap.add_argument("--out", default=None, help="work folder (default: a temporary one, removed)")
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+
+    import torch
+
+    gpu = torch.cuda.is_available() and not args.tiny
+    if gpu and torch.cuda.device_count() < args.nproc:
+        raise SystemExit(f"{args.nproc} processes need {args.nproc} GPUs; this machine has {torch.cuda.device_count()}")
+    if args.global_batch % args.nproc:
+        raise SystemExit(f"--global-batch {args.global_batch} is not a multiple of --nproc {args.nproc}")
+    if args.tiny:
+        args.max_length = min(args.max_length, 32)
+    work = Path(args.out or tempfile.mkdtemp(prefix="ddp-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    models = write_models(work / "models", args.tiny)
+    n_train = args.global_batch * args.steps_per_epoch  # a multiple of the global batch: no padded last step
+    glue = write_sst2(work / "glue", n_train=int(n_train / 0.9) + 20, n_dev=256, words=args.max_length - 2)
+    cli = ["--task", "sst2", "--glue-dir", str(glue), "--teacher", models["teacher"], "--student", models["student"],
+           "--method", args.method, "--seed", "0", "--epochs", str(args.epochs), "--teacher-epochs", "1",
+           "--rank", "4" if args.tiny else "32", "--lr", "2e-5", "--teacher-lr", "1e-4",
+           "--max-length", str(args.max_length), "--pad-to-max-length", "--ild-start", "0",
+           "--lora-dropout", "0", "--no-group-by-length", "--no-progress", "--batch-size", str(args.global_batch),
+           "--max-train", str(n_train), "--max-valid", "256", "--max-test", "256", "--teacher-cache-max-gb", "16",
+           "--checkpoint"]
+    runs = {}
+    for n in sorted({1, args.nproc}):  # --nproc 1: the single-process run alone (a one-GPU baseline)
+        results = work / f"results-{n}"
+        wall = launch(n, gpu, cli + ["--results-dir", str(results)], work / f"log-{n}.txt")
+        found = sorted(results.rglob("seed0-*.json"))
+        teachers = sorted(results.rglob("teacher.pt"))
+        leftovers = [str(p) for p in results.rglob("*.ckpt")] + [str(p) for p in results.rglob("ckpt")]
+        result = json.loads(found[0].read_text())
+        teacher = json.loads(sorted(results.rglob("teacher.json"))[0].read_text())
+        runs[n] = {"wall_s": wall, "train_examples": n_train, "steps": args.steps_per_epoch * args.epochs, "teacher_s": teacher["elapsed_s"], "stage2_s": result["elapsed_s"],
+                   "num_processes": result["num_processes"], "device": result["device"],
+                   "result_files": len(found), "teacher_files": len(teachers), "checkpoints_left": leftovers,
+                   "train_loss": [h["train"]["loss"] for h in result["history"]],
+                   "inter": [h["train"].get("inter") for h in result["history"]],
+                   "valid": [h["valid_score"] for h in result["history"]]}
+        print(f"{n} process(es) on {result['device']}: wall {wall:.1f} s (teacher {teacher['elapsed_s']:.1f} s, "
+              f"stage 2 {result['elapsed_s']:.1f} s); result files {len(found)}, teacher files {len(teachers)}, "
+              f"checkpoints left {len(leftovers)}", flush=True)
+    if args.nproc == 1:
+        if args.json:
+            Path(args.json).write_text(json.dumps({"args": vars(args), "gpu": gpu, "runs": runs}, indent=1))
+        if not args.out:
+            shutil.rmtree(work, ignore_errors=True)
+        return 0
+    one, many = runs[1], runs[args.nproc]
+    print(f"\n{'epoch':>5s} {'loss, 1 proc':>14s} {f'loss, {args.nproc} procs':>14s} {'rel. diff':>10s}")
+    diffs = []
+    for e, (a, b) in enumerate(zip(one["train_loss"], many["train_loss"])):
+        diffs.append(abs(a - b) / max(abs(a), 1e-12))
+        print(f"{e:5d} {a:14.6f} {b:14.6f} {diffs[-1]:10.2e}")
+    summary = {"speedup_wall": one["wall_s"] / many["wall_s"], "speedup_stage2": one["stage2_s"] / many["stage2_s"],
+               "speedup_teacher": one["teacher_s"] / many["teacher_s"], "max_rel_loss_diff": max(diffs)}
+    print(f"\nspeed-up with {args.nproc} processes: {summary['speedup_wall']:.2f}x wall clock, "
+          f"{summary['speedup_teacher']:.2f}x stage 1, {summary['speedup_stage2']:.2f}x stage 2; "
+          f"largest relative difference of the epoch losses {summary['max_rel_loss_diff']:.1e}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"args": vars(args), "gpu": gpu, "runs": runs, "summary": summary},
+                                              indent=1))
+    if not args.out:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
