@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from paperlib.swap import synthetic as S
-from paperlib.swap.indicators import commutator, dep, swap_score, trans
+from paperlib.swap.indicators import commutator, dep, largest_eigenvalues, swap_score, trans
 from paperlib.swap.linear_fit import NormalEquations, TooFewTokensError, window_mean
 
 D, K, N = 24, 6, 600
@@ -233,3 +233,28 @@ def test_even_layer_breaks_the_bound(X):
     assert row["R2(i)"] < 0.2  # ... but the linear fit cannot see layer i ...
     family = S.check_bound(S.random_family(D, K, 10, seed=19, p_orthogonal=0.0), X, n_resamples=100)
     assert row["delta"] / row["r"] > 2.0 * family.c  # ... so r underestimates delta far beyond c
+
+
+def test_largest_eigenvalues_by_subspace_iteration_match_the_full_solver():
+    """The GPU path of the spectral norms: block subspace iteration + Rayleigh-Ritz."""
+    g = torch.Generator().manual_seed(0)
+    A = torch.randn(5, 200, 200, dtype=torch.float64, generator=g) / 15
+    G = A.transpose(-1, -2) @ A
+    full = torch.linalg.eigvalsh(G)[..., -1]
+    assert torch.allclose(largest_eigenvalues(G), full, rtol=1e-12, atol=0)
+    # a top eigenvalue repeated 20 times (more than the block) and a tiny gap below it
+    U = torch.linalg.qr(torch.randn(200, 200, dtype=torch.float64, generator=g)).Q
+    ev = torch.linspace(0.0, 0.5, 200, dtype=torch.float64)
+    ev[-20:] = 2.0
+    ev[-21] = 2.0 - 1e-9
+    clustered = U @ torch.diag(ev) @ U.T
+    assert largest_eigenvalues(clustered) == pytest.approx(2.0, rel=1e-12)
+    # not converged within max_iter: those matrices get the full solver, same answer
+    assert torch.allclose(largest_eigenvalues(G, max_iter=1), full, rtol=1e-12, atol=0)
+    # a rank-deficient Gram matrix (rank 5 < block): Cholesky-QR fails, the full solver answers
+    B = torch.randn(2, 200, 5, dtype=torch.float64, generator=g)
+    low = B @ B.transpose(-1, -2)
+    assert torch.allclose(largest_eigenvalues(low), torch.linalg.eigvalsh(low)[..., -1], rtol=1e-12, atol=0)
+    # a zero map (a redundant layer) and small matrices (full solver directly)
+    assert largest_eigenvalues(torch.zeros(2, 100, 100, dtype=torch.float64)).abs().max() == 0
+    assert largest_eigenvalues(G[:, :10, :10]) == pytest.approx(torch.linalg.eigvalsh(G[:, :10, :10])[..., -1])
