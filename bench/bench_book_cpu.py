@@ -10,7 +10,7 @@ Prints a table and writes JSON (``--json``).  Other busy processes distort the r
 script reports the number of cores already busy at the start, and the chapters' own CPU
 thread choice (``auto_threads``) reacts to them.
 
-Usage: ``python bench/bench_book_cpu.py [--json bench/results_book_cpu.json] [--keep DIR]``.
+Usage: ``PYTHONPATH=. python bench/bench_book_cpu.py [--json bench/results_book_cpu.json] [--keep DIR]``.
 """
 
 from __future__ import annotations
@@ -27,20 +27,9 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from paperlib.loraild.train import busy_cores
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def busy_cores(interval: float = 1.0) -> float:
-    """Cores kept busy right now (from two readings of ``/proc/stat``)."""
-    def sample():
-        with open("/proc/stat") as fh:
-            vals = [int(v) for v in fh.readline().split()[1:]]
-        return sum(vals), vals[3] + vals[4]
-
-    t0, i0 = sample()
-    time.sleep(interval)
-    t1, i1 = sample()
-    return (os.cpu_count() or 1) * (1 - (i1 - i0) / max(t1 - t0, 1))
 
 
 def cpu_model() -> str:
@@ -80,7 +69,7 @@ def main() -> int:
     env = dict(os.environ, PAPERLIB_CACHE=str(work / "paperlib-cache"), PAPERLIB_RESULTS=str(work / "results"),
                HF_HUB_OFFLINE="1")
     info = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "cpu": cpu_model(),
-            "cores": os.cpu_count(), "busy_cores_at_start": round(busy_cores(), 2),
+            "cores": os.cpu_count(), "busy_cores_at_start": round(busy_cores(1.0), 2),
             "python": platform.python_version()}
     print(json.dumps(info))
     if info["busy_cores_at_start"] > 0.5:

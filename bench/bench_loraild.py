@@ -29,7 +29,6 @@ import time
 
 import numpy as np
 import torch
-from peft import get_peft_model
 from transformers import AutoModelForSequenceClassification, RobertaConfig
 
 from paperlib.loraild import teacher_cache as tc
@@ -39,7 +38,7 @@ from paperlib.loraild.curriculum import method_weights
 from paperlib.loraild.distill import DistillModel
 from paperlib.loraild.encoding import Collator, EncodedSplit, EpochPermutation, make_loader
 from paperlib.loraild.features import LoraFeatureRecorder
-from paperlib.loraild.models import freeze, lora_config
+from paperlib.loraild.models import freeze, student_lora, teacher_lora
 from paperlib.loraild.train import adamw
 from timing import matmul_rate, sync
 
@@ -75,26 +74,13 @@ def make_split(n: int, seq: int, vocab: int, seed: int = 0) -> EncodedSplit:
 
 
 def build_teacher(cfg: RobertaConfig, rank: int, device) -> torch.nn.Module:
-    model = AutoModelForSequenceClassification.from_config(cfg)
-    return freeze(get_peft_model(model, lora_config(rank, classifier_trainable=True))).to(device)
+    """The stage-2 teacher as paperlib builds it, from a config (random weights)."""
+    return freeze(teacher_lora(AutoModelForSequenceClassification.from_config(cfg), rank)).to(device)
 
 
 def build_student(cfg: RobertaConfig, rank: int | None, device) -> torch.nn.Module:
-    model = AutoModelForSequenceClassification.from_config(cfg)
-    if rank is not None:
-        model = get_peft_model(model, lora_config(rank))
-    for p in model.parameters():
-        p.requires_grad_(True)
-    return model.to(device)
-
-
-def parts_of(method) -> tuple[str, ...]:
-    parts = ["logits"] if method.kd else []
-    if method.inter == "lora_ild":
-        parts.append("lora")
-    if method.inter in ("rail_c", "rail_l"):
-        parts.append("pooled")
-    return tuple(parts)
+    """The student as paperlib builds it, from a config (random weights)."""
+    return student_lora(AutoModelForSequenceClassification.from_config(cfg), rank).to(device)
 
 
 def bench_method(name: str, mode: str, bf16: bool, teacher, t_recorder, t_cfg, s_cfg, split, cache, args, device) -> dict:
@@ -111,7 +97,7 @@ def bench_method(name: str, mode: str, bf16: bool, teacher, t_recorder, t_cfg, s
     aligner = LayerAligner(method.alignment, n_t, n_s, 0) if method.alignment else None
     rail = rail_layers(n_t, n_s, 0, 0) if method.inter in ("rail_c", "rail_l") else None
     weights = method_weights(method, 1, 1, 2)  # the ILD-on phase (curriculum rows after ild_start)
-    parts = parts_of(method)
+    parts = tc.parts_for(method)
     recorder = t_recorder if (mode == "live" and "lora" in parts) else None
     sampler = EpochPermutation(len(split), 0)
     loader = make_loader(split, args.batch, Collator(1, args.seq, pad_to_max=True), sampler)

@@ -159,7 +159,11 @@ def build_teacher(name: str, num_labels: int, rank: int, dropout: float = 0.05) 
     linear ``classifier``.  The pooler is trained with the head so both families train the same
     head (the embedded MiniLM teacher is BERT-style).
     """
-    model = load_classifier(name, num_labels)
+    return teacher_lora(load_classifier(name, num_labels), rank, dropout)
+
+
+def teacher_lora(model: nn.Module, rank: int, dropout: float = 0.05) -> nn.Module:
+    """:func:`build_teacher` for a classifier already built (e.g. from a config in a benchmark)."""
     has_pooler = any(n.rsplit(".", 1)[-1] == "pooler" and m is not None and any(True for _ in m.parameters())
                      for n, m in model.named_modules())
     with _quiet_transformers():
@@ -169,7 +173,11 @@ def build_teacher(name: str, num_labels: int, rank: int, dropout: float = 0.05) 
 
 def build_student(name: str, num_labels: int, rank: int | None, dropout: float = 0.05) -> nn.Module:
     """Student: every weight trainable; with LoRA on q/k/v when ``rank`` is given (LoRAILD)."""
-    model = load_classifier(name, num_labels)
+    return student_lora(load_classifier(name, num_labels), rank, dropout)
+
+
+def student_lora(model: nn.Module, rank: int | None, dropout: float = 0.05) -> nn.Module:
+    """:func:`build_student` for a classifier already built (e.g. from a config in a benchmark)."""
     if rank is not None:
         with _quiet_transformers():
             model = get_peft_model(model, lora_config(rank, dropout))
@@ -181,8 +189,9 @@ def build_student(name: str, num_labels: int, rank: int | None, dropout: float =
 def compile_model(model: nn.Module, mode: str) -> nn.Module:
     """``torch.compile`` in place (``nn.Module.compile``: parameter names and state dicts unchanged).
 
-    Forward hooks must be attached *before*: a hook added to a compiled module is not traced and
-    silently never runs (the LoRA feature recorders are therefore created first).
+    Compilation happens at the first call, and the traced graph keeps the forward hooks present
+    then: a hook added to a module after it has run compiled is silently never called (the LoRA
+    feature recorders are therefore attached first, and a shared teacher is never compiled).
     """
     model.compile(mode=None if mode == "default" else mode)
     return model
@@ -228,6 +237,6 @@ def describe(name: str) -> str:
 
 
 __all__ = ["LORA_TARGETS", "ModelLoadError", "load_tokenizer", "load_classifier", "build_teacher",
-           "build_student", "compile_model", "encoder_layers", "keep_every_other_layer", "lora_config",
+           "build_student", "teacher_lora", "student_lora", "compile_model", "encoder_layers", "keep_every_other_layer", "lora_config",
            "trainable_state", "load_trainable_state", "freeze", "forward_kwargs", "describe",
            "model_location", "split_half"]

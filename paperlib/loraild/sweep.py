@@ -61,10 +61,6 @@ def _init_worker(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def _run_quietly(cfg: RunConfig) -> dict:
-    return run(cfg)
-
-
 def run_sweep(base: RunConfig, tasks: Iterable[str], methods: Iterable[str] = METHOD_NAMES,
               seeds: Iterable[int] = range(5), progress: bool = True, workers: int = 1) -> SweepResult:
     """Run (or resume, or skip) every run of the sweep; returns all results (in sweep order)."""
@@ -101,7 +97,7 @@ def run_sweep(base: RunConfig, tasks: Iterable[str], methods: Iterable[str] = ME
         threads = max(1, (os.cpu_count() or 1) // workers)
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(threads,)) as pool:
-            futures = {pool.submit(_run_quietly, configs[i].replace(progress=False)): i for i in todo}
+            futures = {pool.submit(run, configs[i].replace(progress=False)): i for i in todo}
             for fut in tqdm(as_completed(futures), total=len(futures), desc="runs", disable=not show):
                 i = futures[fut]
                 results[i] = fut.result()

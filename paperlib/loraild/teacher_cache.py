@@ -25,12 +25,23 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from paperlib.loraild.config import MethodSpec
 from paperlib.loraild.features import LoraFeatureRecorder
 from paperlib.loraild.losses import pooled_layers
 from paperlib.loraild.models import forward_kwargs
 
 PARTS = ("logits", "lora", "pooled")
 _MEMORY: dict[str, torch.Tensor | dict] = {}
+
+
+def parts_for(method: MethodSpec) -> tuple[str, ...]:
+    """The teacher outputs a method reads: logits (KD), LoRA features (LoRAILD), pooled layers (RAIL-KD)."""
+    parts = ["logits"] if method.kd else []
+    if method.inter == "lora_ild":
+        parts.append("lora")
+    if method.inter in ("rail_c", "rail_l"):
+        parts.append("pooled")
+    return tuple(parts)
 
 
 @dataclass
@@ -193,5 +204,5 @@ def clear_memory() -> None:
     _MEMORY.clear()
 
 
-__all__ = ["TeacherBatch", "TeacherCache", "teacher_forward", "compute_parts", "load_or_compute",
+__all__ = ["parts_for", "TeacherBatch", "TeacherCache", "teacher_forward", "compute_parts", "load_or_compute",
            "estimate_bytes", "clear_memory", "PARTS"]

@@ -86,7 +86,7 @@ def get_accelerator(device: str | None = None) -> Accelerator:
     return _ACC
 
 
-def _busy_cores(interval: float = 0.5) -> float:
+def busy_cores(interval: float = 0.5) -> float:
     """Cores kept busy by other processes right now (from ``/proc/stat``; load average elsewhere)."""
     def sample():
         with open("/proc/stat") as fh:
@@ -114,7 +114,7 @@ def auto_threads(requested: int | None = None) -> int:
     """
     if requested:
         torch.set_num_threads(int(requested))
-    elif (os.cpu_count() or 1) <= 4 and _busy_cores() >= 0.5:
+    elif (os.cpu_count() or 1) <= 4 and busy_cores() >= 0.5:
         torch.set_num_threads(1)
     return torch.get_num_threads()
 
@@ -432,15 +432,8 @@ def teacher_shape(cfg: RunConfig) -> tuple[int, int]:
 # stage 2: student
 # --------------------------------------------------------------------------------------------
 def needed_parts(cfg: RunConfig) -> tuple[str, ...]:
-    m = cfg.method_spec
-    parts = []
-    if m.kd:
-        parts.append("logits")
-    if m.inter == "lora_ild":
-        parts.append("lora")
-    if m.inter in ("rail_c", "rail_l"):
-        parts.append("pooled")
-    return tuple(parts)
+    """The teacher outputs the run's method reads (:func:`teacher_cache.parts_for`)."""
+    return tc.parts_for(cfg.method_spec)
 
 
 def cache_folder(cfg: RunConfig) -> Path:
@@ -598,5 +591,5 @@ def run(cfg: RunConfig, accelerator: Accelerator | None = None) -> dict:
     return result
 
 
-__all__ = ["auto_threads", "run", "train_teacher", "precompute_teacher", "teacher_outputs", "load_teacher", "prepare_data", "result_path", "checkpoint_dir",
+__all__ = ["auto_threads", "busy_cores", "run", "train_teacher", "precompute_teacher", "teacher_outputs", "load_teacher", "prepare_data", "result_path", "checkpoint_dir",
            "teacher_dir", "experiment_dir", "is_finished", "load_result", "get_accelerator", "fit"]

@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from paperlib.data.tokens import TokenBatch
 from paperlib.swap.blocks import ResidualStack
-from paperlib.swap.indicators import commutator, spectral_norms, swap_score, trans
+from paperlib.swap.indicators import commutator, dep_from_norms, spectral_norms, swap_score, trans
 from paperlib.swap.linear_fit import NormalEquations, window_mean
 
 BASELINES = ("block_influence", "angular_distance", "relative_update")
@@ -183,12 +183,8 @@ def pair_rows(fit: FitResult, swaps: SwapResult | None = None, device: str | tor
     t = [trans(a) for a in A]
     # Dep (eq. 14) for all pairs at once: batched spectral norms of A_i and of both products
     norms = spectral_norms(A)
-    fwd = spectral_norms(A[:-1] @ A[1:])  # ||A_i A_{i+1}||_2
-    bwd = spectral_norms(A[1:] @ A[:-1])  # ||A_{i+1} A_i||_2
-    den = norms[:-1] * norms[1:]
-    safe = den > 0
-    dep_f = torch.where(safe, fwd / den.where(safe, torch.ones_like(den)), torch.zeros_like(den)).tolist()
-    dep_b = torch.where(safe, bwd / den.where(safe, torch.ones_like(den)), torch.zeros_like(den)).tolist()
+    dep_f = dep_from_norms(spectral_norms(A[:-1] @ A[1:]), norms[:-1], norms[1:]).tolist()  # Dep(i, i+1)
+    dep_b = dep_from_norms(spectral_norms(A[1:] @ A[:-1]), norms[1:], norms[:-1]).tolist()  # Dep(i+1, i)
     rows = []
     for i in range(n - 1):
         d_ij, d_ji = dep_f[i], dep_b[i]

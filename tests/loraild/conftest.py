@@ -59,8 +59,11 @@ def write_glue(root: Path, n_train: int = 60, n_dev: int = 30) -> Path:
     return root
 
 
-def write_models(root: Path) -> dict[str, str]:
-    """Tiny random RoBERTa classifiers (teacher 4 layers, student 2) + a BERT word-piece tokenizer."""
+def write_models(root: Path, dropout: bool = True) -> dict[str, str]:
+    """Tiny random RoBERTa classifiers (teacher 4 layers, student 2) + a BERT word-piece tokenizer.
+
+    ``dropout=False`` turns every dropout of the models off (runs that must agree to float noise).
+    """
     from transformers import BertTokenizerFast, RobertaConfig, RobertaForSequenceClassification
 
     root.mkdir(parents=True, exist_ok=True)
@@ -69,9 +72,11 @@ def write_models(root: Path) -> dict[str, str]:
     out = {}
     for name, layers in (("teacher", 4), ("student", 2)):
         torch.manual_seed(0)
+        off = {} if dropout else dict(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+                                      classifier_dropout=0.0)
         cfg = RobertaConfig(vocab_size=100, hidden_size=32, num_hidden_layers=layers, num_attention_heads=2,
                             intermediate_size=64, max_position_embeddings=80, pad_token_id=0,
-                            type_vocab_size=2)
+                            type_vocab_size=2, **off)
         RobertaForSequenceClassification(cfg).save_pretrained(root / name)
         tok.save_pretrained(root / name)
         out[name] = str(root / name)

@@ -23,27 +23,6 @@ import pytest
 import torch
 
 
-def _write_models(root: Path) -> dict[str, str]:
-    from transformers import BertTokenizerFast, RobertaConfig, RobertaForSequenceClassification
-
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "a", "movie", "film", "is", "was",
-             "good", "great", "love", "fun", "bad", "awful", "hate", "boring", "?"]
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    tok = BertTokenizerFast(vocab_file=str(root / "vocab.txt"))
-    out = {}
-    for name, layers in (("teacher", 4), ("student", 2)):
-        torch.manual_seed(0)
-        cfg = RobertaConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=layers,
-                            num_attention_heads=2, intermediate_size=64, max_position_embeddings=40,
-                            pad_token_id=0, type_vocab_size=2, hidden_dropout_prob=0.0,
-                            attention_probs_dropout_prob=0.0, classifier_dropout=0.0)
-        RobertaForSequenceClassification(cfg).save_pretrained(root / name)
-        tok.save_pretrained(root / name)
-        out[name] = str(root / name)
-    return out
-
-
 def _run(tmp: Path, models: dict, glue: Path, results: str, nproc: int, batch: int) -> dict:
     args = ["--task", "sst2", "--glue-dir", str(glue), "--teacher", models["teacher"],
             "--student", models["student"], "--method", "loraild_fixed", "--seed", "0", "--epochs", "2",
@@ -70,9 +49,9 @@ def _run(tmp: Path, models: dict, glue: Path, results: str, nproc: int, batch: i
 @pytest.mark.slow
 def test_two_processes_match_one_at_the_same_global_batch(tmp_path: Path):
     sys.path.insert(0, str(Path(__file__).parent))
-    from conftest import write_glue
+    from conftest import write_glue, write_models
 
-    models = _write_models(tmp_path / "models")
+    models = write_models(tmp_path / "models", dropout=False)
     glue = write_glue(tmp_path / "glue", n_train=80, n_dev=32)
     one = _run(tmp_path, models, glue, "one", nproc=1, batch=8)
     two = _run(tmp_path, models, glue, "two", nproc=2, batch=8)  # --batch-size is the global batch
