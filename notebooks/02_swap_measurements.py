@@ -102,7 +102,8 @@ display(Markdown(
 
 # %% [markdown]
 # **Why the two values can differ.** (i) A different model: SmolLM2 has 29 pairs, GPT-2 Large 35,
-# and a Spearman over ~30 points has a bootstrap interval of roughly $\pm 0.1$; (ii) SmolLM2 is a
+# and a Spearman over ~30 points is uncertain (this run's bootstrap interval is in the table
+# above); (ii) SmolLM2 is a
 # pre-LN Llama with RMSNorm and rotary positions, GPT-2 a pre-LN model with learned positions, so
 # their first and last layers (which dominate both $r$ and $\delta$) behave differently;
 # (iii) its weights are a 4-bit quantisation of the released model; (iv) Wikipedia prose is not
