@@ -1,0 +1,56 @@
+"""A task's data as the training stages read it: splits, tokenizer, token ids and loaders."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from accelerate import Accelerator
+
+from paperlib.loraild.config import RunConfig, short_hash
+from paperlib.loraild.encoding import (Collator, EncodedSplit, EpochPermutation, LengthOrder, encode,
+                                       make_loader)
+from paperlib.loraild.models import load_tokenizer
+from paperlib.loraild.tasks import TaskData, load_task
+
+_DATA: dict[str, "Prepared"] = {}
+
+
+@dataclass
+class Prepared:
+    """A task's splits, tokenizer and token ids (kept in memory per data setting)."""
+
+    data: TaskData
+    tokenizer: Any
+    encoded: dict[str, EncodedSplit]
+
+
+def prepare_data(cfg: RunConfig) -> Prepared:
+    """Load, split and tokenise the task (cached in-process)."""
+    cfg = cfg.resolved()
+    key = short_hash(cfg.data_key() | {"glue_dir": cfg.glue_dir})
+    if key not in _DATA:
+        data = load_task(cfg.task, cfg.glue_dir, cfg.max_train, cfg.max_valid, cfg.max_test)
+        tok = load_tokenizer(cfg.tokenizer)
+        reg = data.spec.regression
+        enc = {s: encode(data.split(s), tok, cfg.max_length, reg) for s in ("train", "valid", "test")}
+        _DATA[key] = Prepared(data, tok, enc)
+    return _DATA[key]
+
+
+def loaders(acc: Accelerator, prep: Prepared, cfg: RunConfig, seed: int):
+    """Train (sharded over processes, ``batch_size`` global), valid and test loaders and the sampler."""
+    pad_id = prep.tokenizer.pad_token_id
+    collate = Collator(pad_id, cfg.max_length, cfg.padding_to_max)
+    lengths = prep.encoded["train"].lengths() if cfg.group_by_length else None
+    # batch_size is the global batch: each of the N processes takes batch_size / N examples
+    if cfg.batch_size % acc.num_processes:
+        raise ValueError(f"batch_size {cfg.batch_size} is not a multiple of {acc.num_processes} processes")
+    per_process = cfg.batch_size // acc.num_processes
+    sampler = EpochPermutation(len(prep.encoded["train"]), seed, lengths, per_process)
+    train = make_loader(prep.encoded["train"], per_process, collate, sampler)
+    valid = make_loader(prep.encoded["valid"], cfg.eval_batch_size, collate,
+                        LengthOrder(prep.encoded["valid"].lengths()))
+    test = make_loader(prep.encoded["test"], cfg.eval_batch_size, collate,
+                       LengthOrder(prep.encoded["test"].lengths()))
+    return sampler, train, valid, test, collate

@@ -1,0 +1,165 @@
+"""Stage 1: the LoRA teacher (trained once per task and teacher setting), and its outputs for stage 2.
+
+Stage 1 trains LoRA (q/k/v) and the classification head of the teacher with cross-entropy for
+``teacher_epochs`` epochs and keeps the epoch with the best valid score (the authors picked the
+checkpoint by hand).  One teacher per task and teacher setting is shared by every method and seed.
+Its frozen outputs (logits, LoRA-A features, pooled states) are computed once and cached on disk
+when they fit ``teacher_cache_max_gb``; otherwise the teacher runs alongside the student.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from transformers import AutoConfig
+
+from paperlib.loraild import teacher_cache as tc
+from paperlib.loraild.config import RunConfig, short_hash
+from paperlib.loraild.encoding import Collator, make_loader
+from paperlib.loraild.features import LoraFeatureRecorder
+from paperlib.loraild.loop import adamw, fit
+from paperlib.loraild.losses import ce_loss
+from paperlib.loraild.models import (build_teacher, forward_kwargs, freeze, load_trainable_state, model_location,
+                                     split_half, trainable_state)
+from paperlib.loraild.prepare import loaders, prepare_data
+from paperlib.loraild.run_files import save_torch, teacher_dir, write_json
+from paperlib.loraild.runtime import get_accelerator
+
+_TEACHERS: dict[str, torch.nn.Module] = {}
+
+
+def teacher_finished(cfg: RunConfig) -> bool:
+    return (teacher_dir(cfg) / "teacher.json").exists()
+
+
+def train_teacher(cfg: RunConfig, accelerator: Accelerator | None = None) -> dict:
+    """Stage 1: LoRA + head of the teacher, best-valid epoch kept; returns the teacher summary."""
+    cfg = cfg.resolved()
+    tdir = teacher_dir(cfg)
+    if teacher_finished(cfg):
+        return json.loads((tdir / "teacher.json").read_text())
+    acc = accelerator or get_accelerator(cfg.device)
+    prep = prepare_data(cfg)
+    spec = prep.data.spec
+    t0 = time.time()
+    set_seed(cfg.teacher_seed)
+    teacher = build_teacher(cfg.teacher, spec.num_labels, cfg.rank, cfg.lora_dropout)
+    params = [p for p in teacher.parameters() if p.requires_grad]
+    optimizer = adamw(params, cfg.teacher_lr, cfg.weight_decay)
+    sampler, train, valid, test, _ = loaders(acc, prep, cfg, cfg.teacher_seed)
+    model, optimizer, train, valid, test = acc.prepare(teacher, optimizer, train, valid, test)
+    inner = acc.unwrap_model(model)
+    try:
+        def logits_fn(batch):
+            return model(**forward_kwargs(inner, batch)).logits
+
+        def step_fn(batch, epoch):
+            loss = ce_loss(logits_fn(batch), batch["labels"], spec.regression)
+            return loss, {"ce": loss.detach()}
+
+        history, best, best_state = fit(
+            acc, model=model, optimizer=optimizer, sampler=sampler, train_loader=train,
+            valid_loader=valid, test_loader=test, test_every_epoch=cfg.test_every_epoch, logits_fn=logits_fn,
+            step_fn=step_fn, spec=spec, epochs=cfg.teacher_epochs, ckpt_dir=tdir / "ckpt", get_state=lambda: trainable_state(inner),
+            set_state=lambda st: load_trainable_state(inner, st), epoch_setup=lambda e: {"lr": cfg.teacher_lr},
+            is_selectable=lambda e: True, desc=f"teacher {cfg.task}", progress=cfg.progress,
+            checkpoint=cfg.checkpoint)
+        summary = {
+            "task": cfg.task, "teacher": cfg.teacher, "rank": cfg.rank, "lr": cfg.teacher_lr,
+            "epochs": cfg.teacher_epochs, "seed": cfg.teacher_seed, "history": history,
+            "best_epoch": best["epoch"], "best_valid": best["valid"], "best_test": best["test"],
+            "data": prep.data.sizes(), "source": prep.data.source, "elapsed_s": time.time() - t0,
+            "key": cfg.teacher_key(),
+        }
+        if acc.is_main_process:
+            save_torch(best_state, tdir / "teacher.pt")
+            write_json(tdir / "teacher.json", summary)
+            shutil.rmtree(tdir / "ckpt", ignore_errors=True)
+        acc.wait_for_everyone()
+    finally:
+        acc.free_memory()
+    return summary
+
+
+def load_teacher(cfg: RunConfig, device: torch.device | str) -> torch.nn.Module:
+    """The stage-1 teacher (trained if needed), frozen, in eval mode, on ``device``."""
+    cfg = cfg.resolved()
+    key = f"{teacher_dir(cfg)}@{device}"
+    if key not in _TEACHERS:
+        train_teacher(cfg)
+        spec = cfg.task_spec
+        teacher = build_teacher(cfg.teacher, spec.num_labels, cfg.rank, cfg.lora_dropout)
+        state = torch.load(teacher_dir(cfg) / "teacher.pt", map_location="cpu", weights_only=False)
+        load_trainable_state(teacher, state)
+        _TEACHERS.clear()  # keep one teacher in memory at a time
+        _TEACHERS[key] = freeze(teacher).to(device)
+    return _TEACHERS[key]
+
+
+def teacher_shape(cfg: RunConfig) -> tuple[int, int]:
+    """(layers, hidden size) of the teacher, read from its config."""
+    conf = AutoConfig.from_pretrained(model_location(cfg.teacher))
+    layers = conf.num_hidden_layers
+    if split_half(cfg.teacher)[1]:
+        layers = (layers + 1) // 2
+    return layers, conf.hidden_size
+
+
+def needed_parts(cfg: RunConfig) -> tuple[str, ...]:
+    """The teacher outputs the run's method reads (:func:`teacher_cache.parts_for`)."""
+    return tc.parts_for(cfg.method_spec)
+
+
+def cache_folder(cfg: RunConfig) -> Path:
+    key = {"padding_to_max": cfg.padding_to_max, "mask": cfg.ild_mask_padding, "max_length": cfg.max_length}
+    return teacher_dir(cfg) / f"cache-{short_hash(key)}"
+
+
+def teacher_outputs(cfg: RunConfig, acc: Accelerator, parts: tuple[str, ...], n_t: int, h_t: int):
+    """Frozen-teacher outputs for ``parts``: ``(cache, None, None)`` when they fit the cache limit
+    (computed once, then read back), else ``(None, live_teacher, recorder)``."""
+    if not parts:
+        return None, None, None
+    prep = prepare_data(cfg)
+    lengths = prep.encoded["train"].lengths()
+    if cfg.padding_to_max:
+        lengths = np.full_like(lengths, cfg.max_length)
+    too_big = [p for p in parts if tc.estimate_bytes(p, list(lengths), n_t, cfg.rank, h_t, cfg.task_spec.num_labels)
+               > cfg.teacher_cache_max_gb * 2**30]
+    if too_big:
+        if acc.is_main_process:
+            print(f"teacher outputs {too_big} exceed teacher_cache_max_gb={cfg.teacher_cache_max_gb}: "
+                  "the teacher runs alongside the student")
+        live = load_teacher(cfg, acc.device)
+        # the teacher stays eager under cfg.compile: it is shared between runs, and the LoRA
+        # recorder a later run attaches would not be traced by an already compiled module
+        return None, live, LoraFeatureRecorder(live) if "lora" in parts else None
+    folder = cache_folder(cfg)
+    with acc.main_process_first():
+        need_teacher = not all((folder / f"{p}.pt").exists() or f"{folder}/{p}" in tc._MEMORY for p in parts)
+        teacher = load_teacher(cfg, acc.device) if need_teacher else None
+        loader = make_loader(prep.encoded["train"], cfg.eval_batch_size,
+                             Collator(prep.tokenizer.pad_token_id, cfg.max_length, cfg.padding_to_max))
+        cache = tc.load_or_compute(folder, teacher, loader, parts, cfg.ild_mask_padding, acc.device,
+                                   write=acc.is_main_process, progress=cfg.progress)
+    if acc.device.type != "cpu":  # lookups become one gather on the device (size bounded as above)
+        cache = cache.to(acc.device)
+    return cache, None, None
+
+
+def precompute_teacher(cfg: RunConfig, parts: tuple[str, ...] = tc.PARTS,
+                       accelerator: Accelerator | None = None) -> dict:
+    """Stage 1 and the cached teacher outputs, ahead of runs that will read them (e.g. in workers)."""
+    cfg = cfg.resolved()
+    acc = accelerator or get_accelerator(cfg.device)
+    summary = train_teacher(cfg, acc)
+    n_t, h_t = teacher_shape(cfg)
+    teacher_outputs(cfg, acc, parts, n_t, h_t)
+    return summary
