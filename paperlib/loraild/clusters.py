@@ -6,14 +6,25 @@ For every student layer, ``KMeans(n_clusters = n_classes, random_state=0, n_init
     ``max_length`` positions x hidden size (sequences padded to ``max_length``, as the authors do);
 (b) ``ild``: the vectors the intermediate loss uses: for LoRAILD the LoRA-A features ``h_x^S`` of
     each module (query / key / value; flattened ``max_length x r``), for RAIL-KD_l the per-layer
-    32-dim projection of the mean-pooled layer output;
+    32-dim projection of the mean-pooled layer output (pooled as in training: over the real tokens,
+    or over every position when the run does not mask padding, as the authors do);
 
 and scored with the adjusted Rand index against the gold labels (1 = the clusters are the
 classes, about 0 = unrelated).  Scores are averaged over seeds by :func:`average_scores`.
 Regression tasks (STS-B) have no classes and are skipped, as in the paper.
+
+The LoRA-A features come in three modes (``features``, :data:`~paperlib.loraild.config.CLUSTER_FEATURES`):
+``"l2"`` (default) each token's features divided by the norm of its whole layers x modules x r
+vector (eq. 3's normalisation, as the authors' analyser), every dropout off; ``"l2_dropout"`` the
+same with the student's LoRA dropout active, as in the authors' analyser (which never calls
+``eval()``; seeded here, so repeatable); ``"raw"`` un-normalised features, dropout off.  The layer
+outputs (a) and RAIL-KD_l's projections are the same in every mode, except that ``"l2_dropout"``
+also lets LoRA dropout reach a LoRA student's layer outputs, as it did in their analyser.
 """
 
 from __future__ import annotations
+
+import contextlib
 
 import numpy as np
 import pandas as pd
@@ -22,8 +33,12 @@ from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score
 from torch.utils.data import DataLoader
 
+from paperlib.loraild.config import CLUSTER_FEATURES
+from paperlib.loraild.features import lora_dropout_active, token_normalised
 from paperlib.loraild.losses import pooled_layers
 from paperlib.loraild.models import LORA_TARGETS
+
+DROPOUT_SEED = 0  # the random LoRA dropout masks of the "l2_dropout" mode
 
 
 def ari_of_kmeans(features: np.ndarray, labels: np.ndarray, n_clusters: int | None = None) -> float:
@@ -36,12 +51,25 @@ def ari_of_kmeans(features: np.ndarray, labels: np.ndarray, n_clusters: int | No
 
 
 @torch.no_grad()
-def collect_features(model, loader: DataLoader, device: torch.device | str) -> tuple[dict, np.ndarray]:
+def collect_features(model, loader: DataLoader, device: torch.device | str,
+                     features: str = "l2") -> tuple[dict, np.ndarray]:
     """Per (kind, module) the list over layers of ``[N, D]`` arrays, and the gold labels.
 
-    ``model`` is a :class:`~paperlib.loraild.distill.DistillModel` (student, recorder, rail head).
+    ``model`` is a :class:`~paperlib.loraild.distill.DistillModel` (student, recorder, rail head);
+    ``features`` one of :data:`~paperlib.loraild.config.CLUSTER_FEATURES` (module docstring).
     """
+    if features not in CLUSTER_FEATURES:
+        raise ValueError(f"cluster features must be one of {CLUSTER_FEATURES}, not {features!r}")
     model.eval()
+    with contextlib.ExitStack() as stack:
+        if features == "l2_dropout":
+            stack.enter_context(torch.random.fork_rng(devices=[device] if torch.device(device).type == "cuda" else []))
+            torch.manual_seed(DROPOUT_SEED)
+            stack.enter_context(lora_dropout_active(model))
+        return _collect(model, loader, device, normalise=features != "raw")
+
+
+def _collect(model, loader: DataLoader, device: torch.device | str, normalise: bool) -> tuple[dict, np.ndarray]:
     feats: dict[tuple[str, str], list[list[np.ndarray]]] = {}
     labels = []
 
@@ -59,12 +87,15 @@ def collect_features(model, loader: DataLoader, device: torch.device | str) -> t
             add(("hidden", "-"), li, h)
         if model.recorder is not None:
             stacked = model.recorder.stacked()  # [B, T, L, 3, r]
+            if normalise:
+                stacked = token_normalised(stacked)
             for li in range(stacked.shape[2]):
                 for mi, name in enumerate(LORA_TARGETS):
                     add(("ild", name), li, stacked[:, :, li, mi])
             model.recorder.clear()
         if model.rail is not None and model.rail.mode == "l":
-            proj = model.rail.project_student(pooled_layers(out.hidden_states, batch["attention_mask"]))
+            mask = batch["attention_mask"] if model.mask_padding else None
+            proj = model.rail.project_student(pooled_layers(out.hidden_states, mask))
             for li in range(proj.shape[1]):
                 add(("ild", "projection"), li, proj[:, li])
         labels.append(batch["labels"].cpu().numpy())
@@ -72,9 +103,10 @@ def collect_features(model, loader: DataLoader, device: torch.device | str) -> t
     return merged, np.concatenate(labels)
 
 
-def cluster_scores(model, loader: DataLoader, device: torch.device | str, n_classes: int) -> pd.DataFrame:
+def cluster_scores(model, loader: DataLoader, device: torch.device | str, n_classes: int,
+                   features: str = "l2") -> pd.DataFrame:
     """ARI per layer, kind and module (columns ``kind``, ``module``, ``layer``, ``ari``)."""
-    feats, labels = collect_features(model, loader, device)
+    feats, labels = collect_features(model, loader, device, features)
     rows = []
     for (kind, module), layers in feats.items():
         for li, x in enumerate(layers):

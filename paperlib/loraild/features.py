@@ -7,10 +7,16 @@ after LoRA dropout (as in the authors' code); the teacher runs in eval mode (no 
 Shapes: :meth:`LoraFeatureRecorder.stacked` returns ``[batch, tokens, layers, 3, r]`` (modules
 in the order query, key, value).  :func:`align_teacher` maps teacher layers onto student layers
 (mean over each group of :mod:`paperlib.loraild.alignment`), and :func:`concat_tokens` flattens
-``layers x 3 x r`` into the per-token vector that eq. 3 normalises (576 dims for 6 layers at r = 32).
+``layers x 3 x r`` into the per-token vector that eq. 3 normalises (576 dims for 6 layers at r = 32);
+:func:`token_normalised` divides each token's features by the L2 norm of that whole vector (the
+vectors eq. 3 compares, and what the authors' analyser clusters), and :func:`lora_dropout_active`
+switches the LoRA dropout of a model in eval mode back on (the state of the authors' analyser).
 """
 
 from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
 
 import torch
 from torch import nn
@@ -105,4 +111,35 @@ def concat_tokens(feats: torch.Tensor) -> torch.Tensor:
     return feats.flatten(start_dim=2)
 
 
-__all__ = ["LoraFeatureRecorder", "lora_a_modules", "align_teacher", "concat_tokens"]
+def token_normalised(feats: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """``[B, T, L, 3, r]`` divided per token by ``|h_x|_2``, the norm of its whole ``L * 3 * r`` vector (eq. 3).
+
+    Each (layer, module) slice of the result is that slice of ``h_x / |h_x|_2``, as in the authors'
+    analyser (which slices the normalised vector of their loss into per-module, per-layer rows).
+    """
+    norm = feats.flatten(start_dim=2).norm(dim=-1).clamp_min(eps)
+    return feats / norm[:, :, None, None, None]
+
+
+@contextlib.contextmanager
+def lora_dropout_active(model: nn.Module) -> Iterator[int]:
+    """Inside the block the LoRA dropout modules of ``model`` are in training mode (the rest as it was).
+
+    The authors' analyser builds the student with ``get_peft_model`` (new dropout modules start in
+    training mode) and never calls ``eval()``, so its LoRA-A features are taken after a random
+    dropout while every other dropout of the pretrained model is off.  Yields the number of modules.
+    """
+    drops = [m for name, mod in model.named_modules() if name.rsplit(".", 1)[-1] == "lora_dropout"
+             for m in (mod.values() if isinstance(mod, nn.ModuleDict) else [mod])]
+    before = [d.training for d in drops]
+    for d in drops:
+        d.train()
+    try:
+        yield len(drops)
+    finally:
+        for d, was in zip(drops, before):
+            d.train(was)
+
+
+__all__ = ["LoraFeatureRecorder", "lora_a_modules", "align_teacher", "concat_tokens", "token_normalised",
+           "lora_dropout_active"]

@@ -1,9 +1,11 @@
 """Task data in the paper's split, and the task metrics (section 4.1).
 
-Split (as in the paper and the authors' code): the official *train* split is shuffled with seed 0
-and cut 9:1 into our ``train`` / ``valid``; the official *validation* split is our ``test`` set
-(GLUE's test labels are not public).  For ``rotten_tomatoes`` the "official" train/validation
-cut is the deterministic 80/20 one of :mod:`paperlib.data.rotten_tomatoes`.
+Split (the authors' rule, :func:`paperlib.data.split.shuffled_head_split`): the indices of the
+official *train* split are shuffled with Python's ``random`` seeded 0; the first ``n // 10`` are
+our ``valid``, the rest our ``train``; the official *validation* split is our ``test`` set (GLUE's
+test labels are not public).  With the hub's row order the indices are the authors' own.  For
+``rotten_tomatoes`` the "official" train/validation cut is made by the same rule in
+:mod:`paperlib.data.rotten_tomatoes`.
 
 Data limits (``max_train`` etc.) take the first examples of the shuffled train/valid parts and a
 seed-0 random subset of the test part.
@@ -23,10 +25,8 @@ from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
 from paperlib.data.glue import GLUE_TASKS, load_glue
 from paperlib.data.rotten_tomatoes import load_rotten_tomatoes
+from paperlib.data.split import SPLIT_SEED, VALID_DIVISOR, shuffled_head_split
 from paperlib.loraild.config import TaskSpec, check_task
-
-SPLIT_SEED = 0
-VALID_FRACTION = 0.1
 
 
 @dataclass
@@ -56,15 +56,13 @@ def official_splits(task: str, glue_dir: str | None = None) -> tuple[dict[str, p
 
 
 def paper_split(official: dict[str, pd.DataFrame], seed: int = SPLIT_SEED,
-                valid_fraction: float = VALID_FRACTION) -> dict[str, pd.DataFrame]:
-    """Shuffle the official train split with ``seed``; first 90% -> train, last 10% -> valid."""
+                divisor: int = VALID_DIVISOR) -> dict[str, pd.DataFrame]:
+    """The authors' cut of the official train split: valid = first ``n // 10`` shuffled rows, train = the rest."""
     train = official["train"]
-    order = np.random.default_rng(seed).permutation(len(train))
-    n_valid = int(round(valid_fraction * len(train)))
-    n_train = len(train) - n_valid
+    valid_idx, train_idx = shuffled_head_split(len(train), divisor, seed)
     return {
-        "train": train.iloc[order[:n_train]].reset_index(drop=True),
-        "valid": train.iloc[order[n_train:]].reset_index(drop=True),
+        "train": train.iloc[train_idx].reset_index(drop=True),
+        "valid": train.iloc[valid_idx].reset_index(drop=True),
         "test": official["validation"].reset_index(drop=True),
     }
 

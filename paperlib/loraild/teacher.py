@@ -52,7 +52,7 @@ def train_teacher(cfg: RunConfig, accelerator: Accelerator | None = None) -> dic
     set_seed(cfg.teacher_seed)
     teacher = build_teacher(cfg.teacher, spec.num_labels, cfg.rank, cfg.lora_dropout)
     params = [p for p in teacher.parameters() if p.requires_grad]
-    optimizer = adamw(params, cfg.teacher_lr, cfg.weight_decay)
+    optimizer = adamw(params, cfg.teacher_lr, cfg.teacher_weight_decay)
     sampler, train, valid, test, _ = loaders(acc, prep, cfg, cfg.teacher_seed)
     model, optimizer, train, valid, test = acc.prepare(teacher, optimizer, train, valid, test)
     inner = acc.unwrap_model(model)

@@ -58,7 +58,7 @@ def cluster_analysis(cfg: RunConfig, model: DistillModel, prep: Prepared, device
                           test.labels[:n])
     loader = make_loader(subset, cfg.eval_batch_size,
                          Collator(prep.tokenizer.pad_token_id, cfg.max_length, pad_to_max=True))
-    return cluster_scores(model, loader, device, cfg.task_spec.num_labels).to_dict("records")
+    return cluster_scores(model, loader, device, cfg.task_spec.num_labels, cfg.cluster_features).to_dict("records")
 
 
 def run(cfg: RunConfig, accelerator: Accelerator | None = None) -> dict:

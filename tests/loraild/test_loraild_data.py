@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -9,6 +11,7 @@ import pytest
 from paperlib.data import glue
 from paperlib.data.glue import DataUnavailableError, load_glue, read_glue_tsv
 from paperlib.data.rotten_tomatoes import load_corpus, load_rotten_tomatoes
+from paperlib.data.split import shuffled_head_split
 from paperlib.loraild.config import TASKS, RunConfig, UnknownTaskError, default_results_dir
 from paperlib.loraild.tasks import compute_metrics, load_task
 
@@ -52,6 +55,48 @@ def test_paper_split_is_9_to_1_deterministic_and_limited(tiny):
     small = load_task("sst2", str(tiny.glue), max_train=10, max_valid=3, max_test=7)
     assert small.sizes() == {"train": 10, "valid": 3, "test": 7}
     assert small.train.equals(d.train.iloc[:10])
+
+
+def _authors_split(n: int) -> tuple[list[int], list[int]]:
+    """normal_preprocess.py of TKC002/LoRAILD, line for line (global random state saved and restored)."""
+    state = random.getstate()
+    try:
+        tmp = list(range(n))
+        random.seed(0)
+        random.shuffle(tmp)
+        valid_size = n // 10
+        return tmp[:valid_size], tmp[valid_size:]
+    finally:
+        random.setstate(state)
+
+
+#: official train sizes (hub) of CoLA, MRPC, QNLI, RTE, SST-2, STS-B
+GLUE_TRAIN_SIZES = (8551, 3668, 104743, 2490, 67349, 5749)
+
+
+@pytest.mark.parametrize("n", (0, 1, 9, 10, 20, 60) + GLUE_TRAIN_SIZES)
+def test_split_indices_are_the_authors(n):
+    valid, train = shuffled_head_split(n)
+    assert (valid, train) == _authors_split(n)
+    assert len(valid) == n // 10 and sorted(valid + train) == list(range(n))
+
+
+def test_split_pinned_values_and_global_state_untouched():
+    state = random.getstate()
+    assert shuffled_head_split(20) == ([10, 18], [16, 14, 0, 17, 11, 2, 3, 9, 5, 7, 4, 19, 6, 15, 8, 1, 13, 12])
+    assert random.getstate() == state
+    # valid sizes n // 10, not round(n / 10): MRPC 366, SST-2 6734, STS-B 574
+    assert [len(shuffled_head_split(n)[0]) for n in GLUE_TRAIN_SIZES] == [855, 366, 10474, 249, 6734, 574]
+    with pytest.raises(ValueError, match="divisor"):
+        shuffled_head_split(10, divisor=0)
+
+
+def test_task_split_takes_the_authors_rows(tiny):
+    official = load_glue("mrpc", tiny.glue)["train"]
+    valid_idx, train_idx = _authors_split(len(official))
+    d = load_task("mrpc", str(tiny.glue))
+    assert d.valid.equals(official.iloc[valid_idx].reset_index(drop=True))
+    assert d.train.equals(official.iloc[train_idx].reset_index(drop=True))
 
 
 def test_glue_dir_from_environment(tiny, monkeypatch):
@@ -102,7 +147,9 @@ def test_rotten_tomatoes_embedded_corpus():
     assert not df["text_a"].duplicated().any() and (df["text_a"].str.strip() != "").all()
     assert 12_700 < len(df) < 12_810  # 7,403 fresh + 5,405 rotten less empty / duplicate texts
     parts = load_rotten_tomatoes()
-    assert abs(len(parts["validation"]) - 0.2 * len(df)) <= 1
+    assert len(parts["validation"]) == len(df) // 5
+    test_idx = sorted(shuffled_head_split(len(df), 5)[0])
+    assert parts["validation"]["text_a"].tolist() == df["text_a"].iloc[test_idx].tolist()
     assert not set(parts["train"]["text_a"]) & set(parts["validation"]["text_a"])
     d = load_task("rotten_tomatoes", max_train=50, max_valid=10, max_test=20)
     assert d.sizes() == {"train": 50, "valid": 10, "test": 20}
