@@ -153,7 +153,9 @@ def load_classifier(name: str, num_labels: int) -> nn.Module:
     base, half = split_half(name)
     where = model_location(name)
     # a checkpoint's own head of another size is replaced by a fresh one
-    kwargs = {"num_labels": num_labels, "ignore_mismatched_sizes": True}
+    # float32 master weights whatever the checkpoint stores (transformers 5 keeps a bf16 file in
+    # bf16, and AdamW on bf16 weights loses small updates); mixed precision is accelerate's job
+    kwargs = {"num_labels": num_labels, "ignore_mismatched_sizes": True, "dtype": torch.float32}
     if num_labels == 1:
         kwargs["problem_type"] = "regression"
     try:
