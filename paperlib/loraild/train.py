@@ -147,7 +147,8 @@ def run(cfg: RunConfig, accelerator: Accelerator | None = None) -> dict:
             "clusters": clusters, "teacher": None if teacher_summary is None else {
                 k: teacher_summary[k] for k in ("best_epoch", "best_valid", "best_test")},
             "data": prep.data.sizes(), "source": prep.data.source, "elapsed_s": time.time() - t0,
-            "device": str(acc.device), "num_processes": acc.num_processes, "config": cfg.to_dict(),
+            "device": str(acc.device), "num_processes": acc.num_processes, "mixed_precision": acc.mixed_precision,
+            "config": cfg.to_dict(),
             "phases_s": timer.as_dict(),
         }
         if acc.is_main_process:
