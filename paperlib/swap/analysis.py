@@ -157,7 +157,7 @@ def measure_swaps(
             y_sum[i] += y.sum(0, dtype=torch.float64)
             if i < n - 1:
                 acc[1, i] += _rel_norm(xhat @ K[i], xhat).sum(dtype=torch.float64)
-                swapped = tr.call(stack.blocks[i], tr.call(stack.blocks[i + 1], tr.hidden[i]))
+                swapped = tr.block(stack, i, tr.block(stack, i + 1, tr.hidden[i])).to(device)
                 diff = (rows[i + 2] - _flat(swapped)) * w[:, None]
                 acc[0, i] += _rel_norm(diff, rows[i]).sum(dtype=torch.float64)
         count += batch.n_tokens
@@ -168,7 +168,7 @@ def measure_swaps(
     return SwapResult(
         delta=(acc[0, : n - 1] / count).tolist(),
         delta_lin=(acc[1, : n - 1] / count).tolist(),
-        r2_heldout=(1.0 - acc[2] / sst).tolist(),
+        r2_heldout=[float(1.0 - e / t) if t > 0 else math.nan for e, t in zip(acc[2], sst)],  # nan: Y = 0
         n_tokens=count,
     )
 
