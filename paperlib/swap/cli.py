@@ -15,6 +15,12 @@ HELP = {
     "delta_tokens": "tokens for delta (eq. 2) and delta' (eq. 16)",
     "window": "Xhat averages the token and the window-1 tokens before it (paper: 4)",
     "ridge": "ridge lambda (times the token count) added to the normal equations",
+    "device_map": "'auto' splits the model over the GPUs with accelerate, leaving each card room for its "
+                  "layers' fit statistics (models larger than one card); empty: the whole model on --device",
+    "precision": "products of the fits and of pass 2: float64 (exact), bf16x3 (split-bf16 tensor cores, "
+                 "~3x faster on H100), tf32 (fastest, least exact); sums are float64 in every mode",
+    "stats_device": "where the 2 d^2 float64 fit statistics per layer live: empty = the layer's GPU, "
+                    "'cpu' = pinned host memory (when they do not fit beside the weights)",
 }
 
 
