@@ -185,6 +185,14 @@ def fit_layers(
     )
 
 
+def _pinned(t: torch.Tensor | None, device: str | torch.device) -> torch.Tensor | None:
+    """``t`` on ``device``; in page-locked memory when that is the host of a CUDA machine."""
+    if t is None:
+        return None
+    t = t.to(device)
+    return t.pin_memory() if t.device.type == "cpu" and torch.cuda.is_available() else t
+
+
 def _products(x: torch.Tensor, M: torch.Tensor, M_lo: torch.Tensor | None, precision: str) -> torch.Tensor:
     """``x @ M`` in float32: a float32 product (``float64``), split-bf16 (``bf16x3``: ``M`` and
     ``M_lo`` are the bf16 parts of the float32 matrix) or TF32."""
@@ -204,12 +212,15 @@ def measure_swaps(
     window: int = 4,
     progress: bool = True,
     precision: str = "float64",
+    maps_device: str | torch.device | None = None,
 ) -> SwapResult:
     """Pass 2 (eqs. 2, 15-16 and held-out R^2) over ``batches``.
 
     ``precision`` sets how ``Xhat [A_i | K_i]`` (held-out residuals and delta') is formed: float32
     products (``float64``, the default), split-bf16 with float32 accumulation (``bf16x3``) or TF32
     (``tf32``); sums are float64 in every mode.  Layer ``i``'s work runs on block ``i``'s device.
+    ``maps_device="cpu"`` keeps the ``2 d^2`` float32 numbers of every ``[A_i | K_i]`` in pinned host
+    memory and copies each to its device when used (models whose maps do not fit beside the weights).
     """
     check_precision(precision)
     devs = stack.devices
@@ -223,13 +234,11 @@ def measure_swaps(
              else torch.zeros_like(a))
         m = torch.cat([a, k], dim=1).float()
         del a, k
-        if precision == "bf16x3":
-            hi, lo = split_bf16(m)
-            maps.append(hi)
-            maps_lo.append(lo)
-        else:
-            maps.append(m)
-            maps_lo.append(None)
+        parts = split_bf16(m) if precision == "bf16x3" else (m, None)
+        if maps_device is not None:
+            parts = tuple(_pinned(p, maps_device) for p in parts)
+        maps.append(parts[0])
+        maps_lo.append(parts[1])
     acc = [torch.zeros(4, dtype=torch.float64, device=devs[i]) for i in range(n)]  # delta, delta', sse, sum y^2
     y_sum: list[torch.Tensor] | None = None
     count = 0
@@ -245,7 +254,8 @@ def measure_swaps(
             x_i = rows.row(i, dev)
             xhat = rows.xhat(i, dev)
             y = rows.row(i + 1, dev) - x_i
-            pred = _products(xhat, maps[i], maps_lo[i], precision)  # Xhat [A_i | K_i]
+            lo = maps_lo[i].to(dev, non_blocking=True) if maps_lo[i] is not None else None
+            pred = _products(xhat, maps[i].to(dev, non_blocking=True), lo, precision)  # Xhat [A_i | K_i]
             d = y.shape[-1]
             acc[i][2] += (y - pred[:, :d]).square().sum(dtype=torch.float64)
             acc[i][3] += y.to(torch.float64).square().sum()

@@ -118,7 +118,7 @@ def run_swap_analysis(
     else:
         t0 = time.perf_counter()
         swaps = measure_swaps(stack, token_batches(text.delta, config.delta_tokens), fit, config.window, progress,
-                              precision=config.precision)
+                              precision=config.precision, maps_device=config.stats_device or None)
         seconds["pass2"] = time.perf_counter() - t0
         if swap_path:
             swap_path.write_text(json.dumps(asdict(swaps)))

@@ -6,9 +6,11 @@ live on the layer's own device, so a device map must leave room for them beside 
 :func:`swap_max_memory` gives accelerate a ``max_memory`` per card that reserves it.
 
 :func:`memory_plan` states what a model needs, e.g. a Llama-3-70B shape (80 layers, d = 8192,
-bf16): 141 GB of weights and 86 GB of statistics, 227 GB before activations -- three or four
-80 GB cards, or two cards for the weights with the statistics in pinned host memory
-(``stats_device="cpu"``).
+bf16, base model without LM head): about 139 GB of weights and 86 GB of pass-1 statistics (pass 2
+instead holds the float32 maps ``[A_i | K_i]``, 43 GB), 225 GB before activations -- four 80 GB
+cards with everything on the cards, or two cards for the weights with statistics and maps in
+pinned host memory (``stats_device="cpu"``: about 130 GB of host memory, and a host transfer of
+each layer's statistics per batch).
 """
 
 from __future__ import annotations

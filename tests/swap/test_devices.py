@@ -27,7 +27,8 @@ def token_batches(seed: int, n_seqs: int = 8, vocab: int = 100):
 def run(stack, **kw):
     fit = fit_layers(stack, token_batches(0), progress=False, **{k: v for k, v in kw.items() if k != "table_budget"})
     swaps = measure_swaps(stack, token_batches(1), fit, progress=False,
-                          **{k: v for k, v in kw.items() if k == "precision"})
+                          **{k: v for k, v in kw.items() if k == "precision"},
+                          maps_device=kw.get("stats_device"))
     return fit, swaps, pair_rows(fit, swaps, memory_budget=kw.get("table_budget", 2 * 2**30))
 
 
