@@ -40,7 +40,7 @@ from paperlib.swap.linear_fit import (
     mm_float32_accumulate,
     split_bf16,
     tf32_matmul,
-    window_mean,
+    window_mean_masked,
 )
 
 BASELINES = ("block_influence", "angular_distance", "relative_update")
@@ -107,12 +107,15 @@ class _Rows:
     def row(self, j: int, dev: torch.device) -> torch.Tensor:
         if (j, dev) not in self._rows:
             _, w = self.mask_w(dev)
-            self._rows[(j, dev)] = _flat(self.hidden[j].to(dev)) * w[:, None]
+            h = self.hidden[j].to(dev)
+            row = h.reshape(-1, h.shape[-1]) * w[:, None]  # bf16 * float32 -> float32 in one kernel
+            self._rows[(j, dev)] = row if row.dtype == torch.float32 else row.float()
         return self._rows[(j, dev)]
 
     def xhat(self, j: int, dev: torch.device) -> torch.Tensor:
         m, _ = self.mask_w(dev)
-        return _flat(window_mean(self.hidden[j].to(dev).float(), m, self.window))
+        xm = self.row(j, dev).view(self.hidden[j].shape)
+        return window_mean_masked(xm, m, self.window).view(-1, xm.shape[-1])
 
     def forget_below(self, j: int) -> None:
         for key in [k for k in self._rows if k[0] < j]:
@@ -257,8 +260,8 @@ def measure_swaps(
             lo = maps_lo[i].to(dev, non_blocking=True) if maps_lo[i] is not None else None
             pred = _products(xhat, maps[i].to(dev, non_blocking=True), lo, precision)  # Xhat [A_i | K_i]
             d = y.shape[-1]
-            acc[i][2] += (y - pred[:, :d]).square().sum(dtype=torch.float64)
-            acc[i][3] += y.to(torch.float64).square().sum()
+            acc[i][2] += (y - pred[:, :d]).square_().sum(dtype=torch.float64)
+            acc[i][3] += y.square().sum(dtype=torch.float64)
             y_sum[i] += y.sum(0, dtype=torch.float64)
             if i < n - 1:
                 acc[i][1] += _rel_norm(pred[:, d:], xhat).sum(dtype=torch.float64)

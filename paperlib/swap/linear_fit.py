@@ -121,16 +121,21 @@ def window_mean(x: torch.Tensor, mask: torch.Tensor, window: int = 4) -> torch.T
     """
     if not isinstance(window, int) or window < 1:
         raise ValueError(f"window must be a positive integer (the paper uses 4), got {window!r}")
-    m = mask.to(x.dtype).unsqueeze(-1)
-    xm = x * m
+    return window_mean_masked(x * mask.to(x.dtype).unsqueeze(-1), mask, window)
+
+
+def window_mean_masked(xm: torch.Tensor, mask: torch.Tensor, window: int = 4) -> torch.Tensor:
+    """:func:`window_mean` of states already zeroed at padded positions (``xm = x * mask``), in
+    ``xm``'s dtype: one copy, ``window - 1`` shifted adds and one scaling by ``mask / count``."""
+    m = mask.to(xm.dtype).unsqueeze(-1)
     # sum of shifted copies, not a difference of running sums: over long sequences with large
     # activations the cumulative sums lose the small variations in float32
     wsum = xm.clone()
     wcount = m.clone()
-    for k in range(1, min(window, x.shape[1])):
+    for k in range(1, min(window, xm.shape[1])):
         wsum[:, k:] += xm[:, :-k]
         wcount[:, k:] += m[:, :-k]
-    return wsum / wcount.clamp_min(1.0) * m
+    return wsum.mul_(m / wcount.clamp_min(1.0))
 
 
 @dataclass
@@ -182,7 +187,7 @@ class NormalEquations:
         prod = gram_products(xhat, y, self.precision)
         self.GC += prod.to(self.GC.device, non_blocking=False)
         y_sum = y.sum(0, dtype=torch.float64)
-        y_sq = y.to(torch.float64).square().sum()
+        y_sq = y.square().sum(dtype=torch.float64)
         self.y_sum += y_sum.to(self.y_sum.device)
         self.y_sq += y_sq.to(self.y_sq.device)
         self.n += xhat.shape[0] if n_rows is None else int(n_rows)
