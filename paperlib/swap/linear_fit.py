@@ -209,7 +209,9 @@ class NormalEquations:
                 f"fitting a {self.d}x{self.d} map needs at least {self.d} tokens "
                 f"(got {self.n}); use more tokens (a few times d is better) or pass ridge > 0"
             )
-        G = self.G + ridge * max(self.n, 1) * torch.eye(self.d, dtype=torch.float64, device=self.G.device)
+        G = self.G.clone()  # contiguous copy; the ridge goes on its diagonal (no d x d identity made)
+        if ridge:
+            G.diagonal().add_(ridge * max(self.n, 1))
         try:
             L = torch.linalg.cholesky(G)
             A = torch.cholesky_solve(self.C, L)
