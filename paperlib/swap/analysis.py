@@ -38,7 +38,9 @@ from paperlib.swap.linear_fit import (
     NormalEquations,
     check_precision,
     mm_float32_accumulate,
+    SPLIT_PARTS,
     split_bf16,
+    split_pairs,
     tf32_matmul,
     window_mean_masked,
 )
@@ -188,23 +190,23 @@ def fit_layers(
     )
 
 
-def _pinned(t: torch.Tensor | None, device: str | torch.device) -> torch.Tensor | None:
+def _pinned(t: torch.Tensor, device: str | torch.device) -> torch.Tensor:
     """``t`` on ``device``; in page-locked memory when that is the host of a CUDA machine."""
-    if t is None:
-        return None
     t = t.to(device)
     return t.pin_memory() if t.device.type == "cpu" and torch.cuda.is_available() else t
 
 
-def _products(x: torch.Tensor, M: torch.Tensor, M_lo: torch.Tensor | None, precision: str) -> torch.Tensor:
-    """``x @ M`` in float32: a float32 product (``float64``), split-bf16 (``bf16x3``: ``M`` and
-    ``M_lo`` are the bf16 parts of the float32 matrix) or TF32."""
-    if precision == "bf16x3":
-        xh, xl = split_bf16(x)
-        left = torch.cat([xh, xl, xh], dim=1)  # (n, 3d)
-        return mm_float32_accumulate(left, torch.cat([M, M, M_lo], dim=0))
+def _products(x: torch.Tensor, maps: tuple[torch.Tensor, ...], precision: str) -> torch.Tensor:
+    """``x @ M`` in float32: a float32 product (``float64`` mode), TF32, or split-bf16 (``maps``
+    holds the bf16 parts of the float32 ``M``; every kept product in one GEMM)."""
+    if precision in SPLIT_PARTS:
+        parts = SPLIT_PARTS[precision]
+        xs = split_bf16(x, parts)
+        pairs = split_pairs(parts)
+        left = torch.cat([xs[i] for i, _ in pairs], dim=1)  # (n, k d)
+        return mm_float32_accumulate(left, torch.cat([maps[j] for _, j in pairs], dim=0))
     with tf32_matmul(precision == "tf32"):
-        return x @ M
+        return x @ maps[0]
 
 
 @torch.no_grad()
@@ -220,8 +222,8 @@ def measure_swaps(
     """Pass 2 (eqs. 2, 15-16 and held-out R^2) over ``batches``.
 
     ``precision`` sets how ``Xhat [A_i | K_i]`` (held-out residuals and delta') is formed: float32
-    products (``float64``, the default), split-bf16 with float32 accumulation (``bf16x3``) or TF32
-    (``tf32``); sums are float64 in every mode.  Layer ``i``'s work runs on block ``i``'s device.
+    products (``float64``, the default), split-bf16 with float32 accumulation (``bf16x3``,
+    ``bf16x6``) or TF32 (``tf32``); sums are float64 in every mode.  Layer ``i``'s work runs on block ``i``'s device.
     ``maps_device="cpu"`` keeps the ``2 d^2`` float32 numbers of every ``[A_i | K_i]`` in pinned host
     memory and copies each to its device when used (models whose maps do not fit beside the weights).
     """
@@ -229,19 +231,17 @@ def measure_swaps(
     devs = stack.devices
     n = stack.n_layers
     # [A_i | K_i] per layer (K_i = A_i A_{i+1} - A_{i+1} A_i, 0 for the last layer), float32 on its device
-    maps: list[torch.Tensor] = []
-    maps_lo: list[torch.Tensor | None] = []
+    maps: list[tuple[torch.Tensor, ...]] = []
     for i in range(n):
         a = torch.as_tensor(fit.A[i], dtype=torch.float64).to(devs[i])
         k = (commutator(a, torch.as_tensor(fit.A[i + 1], dtype=torch.float64).to(devs[i])) if i < n - 1
              else torch.zeros_like(a))
         m = torch.cat([a, k], dim=1).float()
         del a, k
-        parts = split_bf16(m) if precision == "bf16x3" else (m, None)
+        parts = split_bf16(m, SPLIT_PARTS[precision]) if precision in SPLIT_PARTS else (m,)
         if maps_device is not None:
             parts = tuple(_pinned(p, maps_device) for p in parts)
-        maps.append(parts[0])
-        maps_lo.append(parts[1])
+        maps.append(parts)
     acc = [torch.zeros(4, dtype=torch.float64, device=devs[i]) for i in range(n)]  # delta, delta', sse, sum y^2
     y_sum: list[torch.Tensor] | None = None
     count = 0
@@ -257,8 +257,7 @@ def measure_swaps(
             x_i = rows.row(i, dev)
             xhat = rows.xhat(i, dev)
             y = rows.row(i + 1, dev) - x_i
-            lo = maps_lo[i].to(dev, non_blocking=True) if maps_lo[i] is not None else None
-            pred = _products(xhat, maps[i].to(dev, non_blocking=True), lo, precision)  # Xhat [A_i | K_i]
+            pred = _products(xhat, tuple(p.to(dev, non_blocking=True) for p in maps[i]), precision)  # Xhat [A_i | K_i]
             d = y.shape[-1]
             acc[i][2] += (y - pred[:, :d]).square_().sum(dtype=torch.float64)
             acc[i][3] += y.square().sum(dtype=torch.float64)

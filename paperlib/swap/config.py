@@ -26,7 +26,7 @@ class SwapConfig:
     dtype: str = "float32"
     seed: int = 0
     device_map: str = ""  # "" = the whole model on `device`; "auto" = split over the GPUs (accelerate)
-    precision: str = "float64"  # Gram / pass-2 products: float64 | bf16x3 | tf32 (sums always float64)
+    precision: str = "float64"  # Gram / pass-2 products: float64 | bf16x3 | bf16x6 | tf32 (sums always float64)
     stats_device: str = ""  # "" = each layer's statistics on its device; "cpu" = pinned host memory
 
     def __post_init__(self) -> None:

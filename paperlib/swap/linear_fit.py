@@ -12,10 +12,14 @@ How each batch's products ``Xhat^T [Xhat | Y]`` are formed (:data:`PRECISIONS`; 
 batches are float64 in every mode):
 
 - ``float64``: float64 products (exact to float64 rounding; the default);
-- ``bf16x3``: split-bf16, ``x = hi + lo`` with ``hi = bf16(x)``, ``lo = bf16(x - hi)`` (16
-  significant bits), and ``hi^T hi + lo^T hi + hi^T lo`` as one bf16 tensor-core product with
-  float32 accumulation (the dropped ``lo^T lo`` is ``2^-16`` relative); about 3x the float64
-  rate on an H100;
+- ``bf16x3``: split-bf16, ``x = x_0 + x_1`` with ``x_0 = bf16(x)``, ``x_1 = bf16(x - x_0)`` (16
+  significant bits), and ``sum_{i+j<2} x_i^T x_j`` (three products) as one bf16 tensor-core
+  product with float32 accumulation: relative error about ``2^-16`` in ``G``, so the maps move by
+  about ``cond(G) 2^-16``;
+- ``bf16x6``: three bf16 parts (24 bits, float32's precision), six products; the float32
+  accumulation inside each product is then the limit, about ``cond(G) 2^-24 sqrt(n)``.
+  On a tiny ill-conditioned fit (GPT-2 config, d = 32, 96 tokens) r moved by 2e-3 (bf16x3) and
+  2e-4 (bf16x6) relative; ``bench/bench_swap.py --precisions`` measures it at full size;
 - ``tf32``: one float32 product on TF32 tensor cores (10-bit inputs, float32 accumulation),
   the fastest and least exact.
 
@@ -33,7 +37,9 @@ import numpy as np
 import torch
 
 #: how a batch's products are formed (see the module docstring)
-PRECISIONS = ("float64", "bf16x3", "tf32")
+PRECISIONS = ("float64", "bf16x3", "bf16x6", "tf32")
+#: bf16 parts of each split mode
+SPLIT_PARTS = {"bf16x3": 2, "bf16x6": 3}
 
 
 def check_precision(precision: str) -> str:
@@ -42,11 +48,21 @@ def check_precision(precision: str) -> str:
     return precision
 
 
-def split_bf16(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``x = hi + lo`` to about 16 significant bits, both parts in bfloat16."""
-    hi = x.to(torch.bfloat16)
-    lo = (x.float() - hi.float()).to(torch.bfloat16)
-    return hi, lo
+def split_bf16(x: torch.Tensor, parts: int = 2) -> tuple[torch.Tensor, ...]:
+    """``x = x_0 + x_1 + ...`` in ``parts`` bfloat16 tensors (8 more significant bits each)."""
+    out = []
+    rest = x.float()
+    for k in range(parts):
+        p = rest.to(torch.bfloat16)
+        out.append(p)
+        if k < parts - 1:
+            rest = rest - p.float()
+    return tuple(out)
+
+
+def split_pairs(parts: int) -> list[tuple[int, int]]:
+    """The products ``x_i^T y_j`` kept by a split of ``parts`` parts: ``i + j < parts``."""
+    return [(i, j) for i in range(parts) for j in range(parts) if i + j < parts]
 
 
 @contextlib.contextmanager
@@ -66,11 +82,13 @@ def gram_products(x: torch.Tensor, y: torch.Tensor, precision: str = "float64") 
     if precision == "float64":
         x64 = x.to(torch.float64)
         return x64.T @ torch.cat([x64, y.to(torch.float64)], dim=1)
-    if precision == "bf16x3":
-        xh, xl = split_bf16(x)
-        yh, yl = split_bf16(y)
-        left = torch.cat([xh, xl, xh], dim=0)  # (3n, d)
-        right = torch.cat([torch.cat([xh, yh], 1), torch.cat([xh, yh], 1), torch.cat([xl, yl], 1)], dim=0)
+    if precision in SPLIT_PARTS:
+        parts = SPLIT_PARTS[precision]
+        xs = split_bf16(x, parts)
+        xys = [torch.cat([xp, yp], dim=1) for xp, yp in zip(xs, split_bf16(y, parts))]
+        pairs = split_pairs(parts)
+        left = torch.cat([xs[i] for i, _ in pairs], dim=0)  # (k n, d): every kept product in one GEMM
+        right = torch.cat([xys[j] for _, j in pairs], dim=0)  # (k n, 2d)
         return mm_float32_accumulate(left.T, right)
     if precision == "tf32":
         with tf32_matmul():

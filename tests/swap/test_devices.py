@@ -90,15 +90,18 @@ def test_split_bf16_products_are_close_to_float64():
     assert hi.dtype == lo.dtype == torch.bfloat16
     rel = ((hi.float() + lo.float() - x).abs() / x.abs()).max()
     assert rel < 2**-15  # 16 significant bits
+    three = split_bf16(x, 3)
+    rel3 = ((three[0].float() + three[1].float() + three[2].float() - x).abs() / x.abs()).max()
+    assert rel3 < 2**-22 and rel3 < rel / 50  # 24 bits: float32's precision
     exact = gram_products(x.double(), y.double(), "float64")
-    for precision, tol in (("bf16x3", 1e-4), ("tf32", 1e-6)):  # tf32 is float32 on a CPU
+    for precision, tol in (("bf16x3", 1e-4), ("bf16x6", 1e-6), ("tf32", 1e-6)):  # tf32 is float32 on a CPU
         approx = gram_products(x, y, precision).double()
         err = (approx - exact).norm() / exact.norm()
         assert err < tol, (precision, float(err))
     assert (gram_products(x, y, "bf16x3").double() - exact).norm() / exact.norm() > 1e-9  # really approximate
 
 
-@pytest.mark.parametrize("precision", ["bf16x3", "tf32"])
+@pytest.mark.parametrize("precision", ["bf16x3", "bf16x6", "tf32"])
 def test_fast_precisions_agree_with_float64_on_a_tiny_model(tiny, precision):
     stack = ResidualStack(tiny.model("llama"))
     exact = run(stack)
