@@ -1,4 +1,4 @@
-"""Benchmark of the swap analysis at GPT-2 Large size (random weights have the true cost).
+"""Benchmark of the swap analysis at GPT-2 Large or Llama-3-8B size (random weights have the true cost).
 
 Prints, from one run on one device:
 
@@ -8,9 +8,14 @@ Prints, from one run on one device:
   FLOP rate as a fraction of the bf16 matmul rate, peak memory;
 - the naive way (keep every hidden state, ``torch.linalg.lstsq`` per layer, then for each pair
   reorder the block list and run the whole model again) at the smallest token count, as a ratio;
-- Spearman of the fp32 and bf16 delta columns (same ranking of pairs?).
+- Spearman of the fp32 and bf16 delta columns (same ranking of pairs?);
+- with ``--precisions``: the bf16 pipeline at the largest token count with each product mode
+  (``float64`` exact, ``bf16x3`` split-bf16 tensor cores, ``tf32``), its speed and its agreement
+  with the float64 run: largest relative change of the maps A_i, of r and delta' (relative to
+  the column's largest value), Spearman of r and delta', largest change of the held-out R^2.
 
-Usage: ``python bench/bench_swap.py [--tokens 16384 32768 65536] [--naive-tokens 16384]``.
+Usage: ``python bench/bench_swap.py [--arch gpt2-large|llama3-8b] [--tokens 16384 32768 65536]
+[--naive-tokens 16384] [--dtypes fp32 bf16] [--precisions float64 bf16x3 tf32]``.
 """
 
 from __future__ import annotations
@@ -22,14 +27,25 @@ import time
 import numpy as np
 import torch
 from scipy import stats
-from transformers import GPT2Config, GPT2Model
+from transformers import AutoModel, GPT2Config, LlamaConfig
 
 from paperlib.data.tokens import TokenBatch
 from paperlib.swap.analysis import fit_layers, measure_swaps, pair_rows
-from paperlib.swap.blocks import ResidualStack
+from paperlib.swap.blocks import ResidualStack, find_blocks
+from paperlib.swap.linear_fit import bf16_tensor_cores_used
 from timing import matmul_rate, sync
 
 GPT2_LARGE = dict(n_layer=36, n_embd=1280, n_head=20, n_positions=1024, vocab_size=50257)
+LLAMA3_8B = dict(num_hidden_layers=32, hidden_size=4096, intermediate_size=14336, num_attention_heads=32,
+                 num_key_value_heads=8, vocab_size=128256, max_position_embeddings=8192, rope_theta=500000.0)
+
+
+def make_config(arch: str, layers: int | None):
+    if arch == "gpt2-large":
+        return GPT2Config(**{**GPT2_LARGE, "n_layer": layers or GPT2_LARGE["n_layer"]})
+    if arch == "llama3-8b":
+        return LlamaConfig(**{**LLAMA3_8B, "num_hidden_layers": layers or LLAMA3_8B["num_hidden_layers"]})
+    raise SystemExit(f"unknown --arch {arch!r}: use gpt2-large or llama3-8b")
 
 
 def make_batches(n_tokens: int, seq_len: int, batch_size: int, vocab: int, seed: int) -> list[TokenBatch]:
@@ -43,7 +59,7 @@ def make_batches(n_tokens: int, seq_len: int, batch_size: int, vocab: int, seed:
     return out
 
 
-def pipeline_flops(cfg: GPT2Config, n_params_blocks: int, seq_len: int, n_tokens: int) -> float:
+def pipeline_flops(cfg, n_params_blocks: int, seq_len: int, n_tokens: int) -> float:
     """Model FLOPs of both passes on ``n_tokens`` metric and ``n_tokens`` delta tokens.
 
     Forward per token: 2 * block parameters + 2 * n_layer * seq * d (causal attention scores
@@ -51,7 +67,7 @@ def pipeline_flops(cfg: GPT2Config, n_params_blocks: int, seq_len: int, n_tokens
     layer).  Pass 2: a forward + two block calls per pair + delta' and held-out residuals
     (2 d^2 per pair and per layer).
     """
-    L, d = cfg.n_layer, cfg.n_embd
+    L, d = cfg.num_hidden_layers, cfg.hidden_size
     fwd = 2 * n_params_blocks + 2 * L * seq_len * d
     per_block = fwd / L
     pass1 = fwd + L * 4 * d * d
@@ -59,21 +75,41 @@ def pipeline_flops(cfg: GPT2Config, n_params_blocks: int, seq_len: int, n_tokens
     return n_tokens * (pass1 + pass2)
 
 
-def run_paperlib(model, batches_fit, batches_delta):
+def run_paperlib(model, batches_fit, batches_delta, precision: str = "float64"):
     """Both passes and the table (Trans, Dep, r for every pair), as the CLI runs them."""
     device = next(model.parameters()).device
     stack = ResidualStack(model)
     t0 = time.perf_counter()
-    fit = fit_layers(stack, batches_fit, progress=False)
+    fit = fit_layers(stack, batches_fit, progress=False, precision=precision)
     sync(device)
     t1 = time.perf_counter()
-    swaps = measure_swaps(stack, batches_delta, fit, progress=False)
+    swaps = measure_swaps(stack, batches_delta, fit, progress=False, precision=precision)
     sync(device)
     t2 = time.perf_counter()
-    pair_rows(fit, swaps, device=device)
+    rows = pair_rows(fit, swaps, device=device)
     sync(device)
     PHASES.update(pass1=t1 - t0, pass2=t2 - t1, table=time.perf_counter() - t2)
+    TABLES[precision] = rows
     return fit, swaps
+
+
+TABLES: dict = {}
+NAIVE_SECONDS: dict = {}
+
+
+def agreement(fit, swaps, rows, fit0, swaps0, rows0) -> dict:
+    """How far a fast product mode moves the results from the float64 run on the same tokens."""
+    def col(rs, k):
+        return np.array([r[k] for r in rs])
+
+    out = {"max_rel_change_A": max(float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-300))
+                                   for a, b in zip(fit.A, fit0.A))}
+    for k in ("r", "delta_lin", "delta", "dep_ij", "trans_i"):
+        a, b = col(rows, k), col(rows0, k)
+        out[f"max_change_{k}_over_max"] = float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-300))
+        out[f"spearman_{k}"] = float(stats.spearmanr(a, b).statistic) if np.ptp(b) > 0 else float("nan")
+    out["max_abs_change_r2_heldout"] = float(np.nanmax(np.abs(np.array(swaps.r2_heldout) - np.array(swaps0.r2_heldout))))
+    return out
 
 
 PHASES: dict = {}
@@ -95,12 +131,16 @@ def profile(model, batches_fit, batches_delta, out: str | None) -> None:
 
 
 @torch.no_grad()
-def run_naive(model: GPT2Model, batches_fit, batches_delta):
+def run_naive(model, batches_fit, batches_delta):
     """What one writes first: every hidden state kept in memory, one lstsq per layer, and a full
     forward pass of a reordered block list per swap.  (``hidden_states[-1]`` carries the final
     norm; the naive way uses it as is, which only touches the last pair.)"""
     device = next(model.parameters()).device
-    L = len(model.h)
+    blocks = find_blocks(model)
+    path = next(name for name, m in model.named_modules() if m is blocks)
+    owner = model.get_submodule(path.rpartition(".")[0]) if "." in path else model
+    attr = path.rpartition(".")[2]
+    L = len(blocks)
     hs = [[] for _ in range(L + 1)]
     for b in batches_fit:
         out = model(input_ids=b.input_ids.to(device), output_hidden_states=True, use_cache=False)
@@ -111,19 +151,19 @@ def run_naive(model: GPT2Model, batches_fit, batches_delta):
     del X, hs
     delta = np.zeros(L - 1)
     count = 0
-    original = list(model.h)
+    original = list(blocks)
     try:
         for b in batches_delta:
             ids = b.input_ids.to(device)
             base = model(input_ids=ids, output_hidden_states=True, use_cache=False).hidden_states
             for i in range(L - 1):
-                model.h = torch.nn.ModuleList(original[:i] + [original[i + 1], original[i]] + original[i + 2 :])
+                setattr(owner, attr, torch.nn.ModuleList(original[:i] + [original[i + 1], original[i]] + original[i + 2 :]))
                 sw = model(input_ids=ids, output_hidden_states=True, use_cache=False).hidden_states
                 d_ = (sw[i + 2].float() - base[i + 2].float()).norm(dim=-1) / base[i].float().norm(dim=-1)
                 delta[i] += float(d_.sum())
             count += ids.numel()
     finally:
-        model.h = torch.nn.ModuleList(original)
+        setattr(owner, attr, torch.nn.ModuleList(original))
     return A, delta / count
 
 
@@ -142,11 +182,15 @@ def timed(fn, device):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--arch", default="gpt2-large", help="gpt2-large (36 x 1280) or llama3-8b (32 x 4096, GQA)")
     ap.add_argument("--tokens", type=int, nargs="+", default=[16384, 32768, 65536])
-    ap.add_argument("--naive-tokens", type=int, default=16384)
+    ap.add_argument("--naive-tokens", type=int, default=16384, help="0: skip the naive way")
     ap.add_argument("--seq-len", type=int, default=1024)
     ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--layers", type=int, default=GPT2_LARGE["n_layer"])
+    ap.add_argument("--layers", type=int, default=None, help="fewer layers than the architecture's")
+    ap.add_argument("--dtypes", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
+    ap.add_argument("--precisions", nargs="+", default=["float64"],
+                    help="product modes to time and compare with float64 (bf16 model, largest token count)")
     ap.add_argument("--json", default=None, help="also write the figures to this file")
     ap.add_argument("--profile", default=None, help="write a torch.profiler table of the bf16 run here")
     args = ap.parse_args()
@@ -154,22 +198,26 @@ def main() -> None:
     torch.manual_seed(0)
     name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
     rate = matmul_rate(device) if device.type == "cuda" else matmul_rate(device, 256, 2)
-    print(f"device: {name}; bf16 matmul rate {rate / 1e12:.1f} TFLOP/s")
-    cfg = GPT2Config(**{**GPT2_LARGE, "n_layer": args.layers})
-    results: dict = {"device": name, "bf16_matmul_tflops": rate / 1e12, "runs": []}
+    print(f"device: {name}; bf16 matmul rate {rate / 1e12:.1f} TFLOP/s; arch {args.arch}; "
+          f"bf16 tensor cores with float32 accumulation for the split-bf16 modes: {bf16_tensor_cores_used(device)}")
+    cfg = make_config(args.arch, args.layers)
+    results: dict = {"device": name, "arch": args.arch, "bf16_matmul_tflops": rate / 1e12, "runs": []}
     deltas = {}
-    for dtype in (torch.float32, torch.bfloat16):
-        model = GPT2Model(cfg).to(device=device, dtype=dtype).eval()
-        n_block = sum(p.numel() for p in model.h.parameters())
-        warm = make_batches(2 * cfg.n_embd, args.seq_len, args.batch_size, cfg.vocab_size, seed=0)
+    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
+    for dname in args.dtypes:
+        dtype = dtypes[dname]
+        torch.manual_seed(0)
+        model = AutoModel.from_config(cfg, dtype=dtype).to(device).eval()
+        n_block = sum(p.numel() for p in find_blocks(model).parameters())
+        warm = make_batches(2 * cfg.hidden_size, args.seq_len, args.batch_size, cfg.vocab_size, seed=0)
         run_paperlib(model, warm, warm)  # CUDA context, kernels, allocator: not timed
         for n in args.tokens:
             bf = make_batches(n, args.seq_len, args.batch_size, cfg.vocab_size, seed=1)
             bd = make_batches(n, args.seq_len, args.batch_size, cfg.vocab_size, seed=2)
             (fit, swaps), dt, peak = timed(lambda: run_paperlib(model, bf, bd), device)
             flops = pipeline_flops(cfg, n_block, args.seq_len, n)
-            row = {"impl": "paperlib", "dtype": str(dtype).split(".")[-1], "tokens": n, "seconds": dt,
-                   "phases_s": dict(PHASES),
+            row = {"impl": "paperlib", "dtype": str(dtype).split(".")[-1], "precision": "float64", "tokens": n,
+                   "seconds": dt, "phases_s": dict(PHASES),
                    "tokens_per_s": 2 * n / dt, "model_tflops": flops / dt / 1e12,
                    "fraction_of_bf16_matmul": flops / dt / rate, "peak_gib": peak}
             results["runs"].append(row)
@@ -180,18 +228,34 @@ def main() -> None:
                 bf_n = make_batches(n, args.seq_len, args.batch_size, cfg.vocab_size, seed=1)
                 (_, naive_delta), dtn, peakn = timed(lambda: run_naive(model, bf_n, bd), device)
                 agree = stats.spearmanr(naive_delta, swaps.delta).statistic
+                NAIVE_SECONDS[(str(dtype), n)] = dtn
                 row = {"impl": "naive", "dtype": str(dtype).split(".")[-1], "tokens": n, "seconds": dtn,
                        "tokens_per_s": 2 * n / dtn, "peak_gib": peakn, "speedup_of_paperlib": dtn / ours,
                        "spearman_naive_vs_paperlib_delta": agree}
                 results["runs"].append(row)
                 print(json.dumps(row))
+        if dtype == torch.bfloat16:
+            exact = (fit, swaps, TABLES["float64"])
+            for precision in [p for p in args.precisions if p != "float64"]:
+                run_paperlib(model, warm, warm, precision)  # warm-up of this mode's kernels
+                (fit_p, swaps_p), dt, peak = timed(lambda: run_paperlib(model, bf, bd, precision), device)
+                row = {"impl": "paperlib", "dtype": "bfloat16", "precision": precision, "tokens": n, "seconds": dt,
+                       "phases_s": dict(PHASES), "tokens_per_s": 2 * n / dt, "model_tflops": flops / dt / 1e12,
+                       "fraction_of_bf16_matmul": flops / dt / rate, "peak_gib": peak,
+                       "speedup_over_naive": NAIVE_SECONDS.get((str(dtype), n), float("nan")) / dt,
+                       "agreement_with_float64": agreement(fit_p, swaps_p, TABLES[precision], *exact)}
+                results["runs"].append(row)
+                print(json.dumps(row))
         if args.profile and dtype == torch.bfloat16:
             profile(model, bf, bd, args.profile)
         del model
-    for n in args.tokens:
-        rho = stats.spearmanr(deltas[("float32", n)], deltas[("bfloat16", n)]).statistic
-        results.setdefault("spearman_fp32_vs_bf16_delta", {})[n] = rho
-        print(f"Spearman(delta fp32, delta bf16) at {n} tokens: {rho:.4f}")
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    if "fp32" in args.dtypes and "bf16" in args.dtypes:
+        for n in args.tokens:
+            rho = stats.spearmanr(deltas[("float32", n)], deltas[("bfloat16", n)]).statistic
+            results.setdefault("spearman_fp32_vs_bf16_delta", {})[n] = rho
+            print(f"Spearman(delta fp32, delta bf16) at {n} tokens: {rho:.4f}")
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(results, fh, indent=1)

@@ -104,9 +104,15 @@ def describe_model(name: str) -> str:
 
 
 def load_model(
-    name: str, device: str = "cpu", dtype: str | torch.dtype = "float32"
+    name: str, device: str = "cpu", dtype: str | torch.dtype = "float32",
+    device_map: str | dict | None = None, max_memory: dict | None = None,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Model (eval mode, on ``device`` in ``dtype``) and its tokenizer."""
+    """Model (eval mode, on ``device`` in ``dtype``) and its tokenizer.
+
+    ``device_map`` (e.g. ``"auto"`` or a dict of module name -> device) loads the model split over
+    the devices by accelerate, as ``from_pretrained(..., device_map=...)`` does; ``device`` is then
+    ignored and ``max_memory`` (device -> bytes) caps what the weights may take on each device.
+    """
     torch_dtype = resolve_dtype(dtype)
     if name in EMBEDDED_MODELS:
         where, extra = embedded_location(name)
@@ -115,7 +121,8 @@ def load_model(
     try:
         with quiet_transformers():
             tokenizer = AutoTokenizer.from_pretrained(where, **extra)
-            model = AutoModel.from_pretrained(where, dtype=torch_dtype, **extra)
+            placement = {"device_map": device_map, "max_memory": max_memory} if device_map else {}
+            model = AutoModel.from_pretrained(where, dtype=torch_dtype, **placement, **extra)
     except (OSError, ValueError) as err:
         raise ModelLoadError(
             f"could not load model {name!r}: {err.__class__.__name__}: {str(err)[:300]}\n"
@@ -124,5 +131,7 @@ def load_model(
         ) from err
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
-    model.to(device).eval()
+    if not device_map:
+        model.to(device)
+    model.eval()
     return model, tokenizer

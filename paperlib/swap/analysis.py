@@ -34,7 +34,16 @@ from tqdm import tqdm
 from paperlib.data.tokens import TokenBatch
 from paperlib.swap.blocks import ResidualStack
 from paperlib.swap.indicators import commutator, dep_from_norms, spectral_norms, swap_score, trans
-from paperlib.swap.linear_fit import NormalEquations, window_mean
+from paperlib.swap.linear_fit import (
+    NormalEquations,
+    check_precision,
+    mm_float32_accumulate,
+    SPLIT_PARTS,
+    split_bf16,
+    split_pairs,
+    tf32_matmul,
+    window_mean_masked,
+)
 
 BASELINES = ("block_influence", "angular_distance", "relative_update")
 
@@ -77,10 +86,52 @@ def _device_of(stack: ResidualStack) -> torch.device:
     return next(stack.model.parameters()).device
 
 
+class _Rows:
+    """Per-batch views of the trace on each layer's device, made once and dropped when done.
+
+    ``row(j, dev)``: ``X_j`` flattened to float32 with padded rows zeroed, on ``dev``;
+    ``xhat(j, dev)``: the window mean of ``X_j`` (eq. 12) flattened, on ``dev``;
+    ``w(dev)``: the real-token weights.  Keeping only a few layers' copies at a time bounds the
+    memory of a batch to a few states, whatever the depth.
+    """
+
+    def __init__(self, hidden: list[torch.Tensor], mask: torch.Tensor, window: int):
+        self.hidden, self.mask, self.window = hidden, mask, window
+        self._masks: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._rows: dict[tuple[int, torch.device], torch.Tensor] = {}
+
+    def mask_w(self, dev: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        if dev not in self._masks:
+            m = self.mask.to(dev)
+            self._masks[dev] = (m, m.reshape(-1).to(torch.float32))
+        return self._masks[dev]
+
+    def row(self, j: int, dev: torch.device) -> torch.Tensor:
+        if (j, dev) not in self._rows:
+            _, w = self.mask_w(dev)
+            h = self.hidden[j].to(dev)
+            row = h.reshape(-1, h.shape[-1]) * w[:, None]  # bf16 * float32 -> float32 in one kernel
+            self._rows[(j, dev)] = row if row.dtype == torch.float32 else row.float()
+        return self._rows[(j, dev)]
+
+    def xhat(self, j: int, dev: torch.device) -> torch.Tensor:
+        m, _ = self.mask_w(dev)
+        xm = self.row(j, dev).view(self.hidden[j].shape)
+        return window_mean_masked(xm, m, self.window).view(-1, xm.shape[-1])
+
+    def forget_below(self, j: int) -> None:
+        for key in [k for k in self._rows if k[0] < j]:
+            del self._rows[key]
+
+
 # Every expectation runs over real tokens only.  Instead of gathering the real rows (a host
 # sync and a copy per tensor), padded rows are kept and weighted by the mask ``w``: Xhat and Y
 # are exactly 0 there (so they add nothing to X^T X, X^T Y) and per-token terms are multiplied
 # by ``w`` before summing.
+#
+# Models split over devices (accelerate's device_map): everything about layer i (its fit
+# statistics, its maps, the pair (i, i+1)) lives on block i's device, ``stack.devices[i]``; the
+# states are moved there, d numbers per token, never the d x d statistics.
 
 
 @torch.no_grad()
@@ -90,39 +141,72 @@ def fit_layers(
     window: int = 4,
     ridge: float = 0.0,
     progress: bool = True,
+    precision: str = "float64",
+    stats_device: str | torch.device | None = None,
 ) -> FitResult:
-    """Pass 1 (eq. 12 and the baselines) over ``batches``."""
-    device = _device_of(stack)
+    """Pass 1 (eq. 12 and the baselines) over ``batches``.
+
+    ``precision``: how each batch's Gram products are formed (``linear_fit.PRECISIONS``; always
+    summed in float64).  ``stats_device``: where the ``2 d^2`` float64 statistics of every layer
+    live (default: the layer's device; ``"cpu"``: pinned host memory, for models whose statistics
+    do not fit beside the weights, at the cost of a host transfer per layer and batch); the
+    products and the solve run on the layer's device either way.
+    """
+    check_precision(precision)
+    devs = stack.devices
     n = stack.n_layers
     eqs: list[NormalEquations] | None = None
-    sums = torch.zeros(len(BASELINES), n - 1, dtype=torch.float64, device=device)
+    sums = [torch.zeros(len(BASELINES), dtype=torch.float64, device=devs[i]) for i in range(n - 1)]
     count = 0
     for batch in tqdm(batches, desc="pass 1: fit A_i", disable=not progress):
-        mask = batch.attention_mask.to(device)
-        w = mask.reshape(-1).to(torch.float32)
-        tr = stack.trace(batch.input_ids.to(device), mask)
+        tr = stack.trace(batch.input_ids, batch.attention_mask)
+        rows = _Rows(tr.hidden, batch.attention_mask, window)
         if eqs is None:
-            eqs = [NormalEquations(tr.hidden[0].shape[-1], device=device) for _ in range(n)]
-        rows = [_flat(h) * w[:, None] for h in tr.hidden]
+            d = tr.hidden[0].shape[-1]
+            eqs = [NormalEquations(d, device=stats_device if stats_device is not None else devs[i],
+                                   precision=precision, pin=stats_device is not None) for i in range(n)]
         for i in range(n):
-            xhat = _flat(window_mean(tr.hidden[i].float(), mask, window))
-            eqs[i].update(xhat, rows[i + 1] - rows[i], n_rows=batch.n_tokens)
-        for i in range(n - 1):
-            c = _cos(rows[i], rows[i + 2])
-            sums[0, i] += ((1.0 - c) * w).sum(dtype=torch.float64)
-            sums[1, i] += (torch.arccos(c) / math.pi * w).sum(dtype=torch.float64)
-            sums[2, i] += _rel_norm(rows[i + 2] - rows[i], rows[i]).sum(dtype=torch.float64)
+            dev = devs[i]
+            x_i = rows.row(i, dev)
+            eqs[i].update(rows.xhat(i, dev), rows.row(i + 1, dev) - x_i, n_rows=batch.n_tokens)
+            if i < n - 1:
+                _, w = rows.mask_w(dev)
+                x_2 = rows.row(i + 2, dev)
+                c = _cos(x_i, x_2)
+                sums[i][0] += ((1.0 - c) * w).sum(dtype=torch.float64)
+                sums[i][1] += (torch.arccos(c) / math.pi * w).sum(dtype=torch.float64)
+                sums[i][2] += _rel_norm(x_2 - x_i, x_i).sum(dtype=torch.float64)
+            rows.forget_below(i + 1)
         count += batch.n_tokens
     if eqs is None:
         raise ValueError("no batches to fit")
-    fits = [eq.solve(ridge) for eq in tqdm(eqs, desc="solve", disable=not progress)]
-    means = (sums / count).tolist()
+    fits = [eq.solve(ridge, device=devs[i]) for i, eq in enumerate(tqdm(eqs, desc="solve", disable=not progress))]
+    means = (torch.stack([s_.cpu() for s_ in sums], dim=1) / count).tolist() if n > 1 else [[] for _ in BASELINES]
     return FitResult(
         A=[f.A for f in fits],
         r2=[f.r2 for f in fits],
         n_tokens=count,
         baselines={k: means[b] for b, k in enumerate(BASELINES)},
     )
+
+
+def _pinned(t: torch.Tensor, device: str | torch.device) -> torch.Tensor:
+    """``t`` on ``device``; in page-locked memory when that is the host of a CUDA machine."""
+    t = t.to(device)
+    return t.pin_memory() if t.device.type == "cpu" and torch.cuda.is_available() else t
+
+
+def _products(x: torch.Tensor, maps: tuple[torch.Tensor, ...], precision: str) -> torch.Tensor:
+    """``x @ M`` in float32: a float32 product (``float64`` mode), TF32, or split-bf16 (``maps``
+    holds the bf16 parts of the float32 ``M``; every kept product in one GEMM)."""
+    if precision in SPLIT_PARTS:
+        parts = SPLIT_PARTS[precision]
+        xs = split_bf16(x, parts)
+        pairs = split_pairs(parts)
+        left = torch.cat([xs[i] for i, _ in pairs], dim=1)  # (n, k d)
+        return mm_float32_accumulate(left, torch.cat([maps[j] for _, j in pairs], dim=0))
+    with tf32_matmul(precision == "tf32"):
+        return x @ maps[0]
 
 
 @torch.no_grad()
@@ -132,59 +216,95 @@ def measure_swaps(
     fit: FitResult,
     window: int = 4,
     progress: bool = True,
+    precision: str = "float64",
+    maps_device: str | torch.device | None = None,
 ) -> SwapResult:
-    """Pass 2 (eqs. 2, 15-16 and held-out R^2) over ``batches``."""
-    device = _device_of(stack)
+    """Pass 2 (eqs. 2, 15-16 and held-out R^2) over ``batches``.
+
+    ``precision`` sets how ``Xhat [A_i | K_i]`` (held-out residuals and delta') is formed: float32
+    products (``float64``, the default), split-bf16 with float32 accumulation (``bf16x3``,
+    ``bf16x6``) or TF32 (``tf32``); sums are float64 in every mode.  Layer ``i``'s work runs on block ``i``'s device.
+    ``maps_device="cpu"`` keeps the ``2 d^2`` float32 numbers of every ``[A_i | K_i]`` in pinned host
+    memory and copies each to its device when used (models whose maps do not fit beside the weights).
+    """
+    check_precision(precision)
+    devs = stack.devices
     n = stack.n_layers
-    A64 = [torch.as_tensor(a, dtype=torch.float64).to(device) for a in fit.A]
-    A = [a.float() for a in A64]
-    K = [commutator(A64[i], A64[i + 1]).float() for i in range(n - 1)]
-    acc = torch.zeros(4, n, dtype=torch.float64, device=device)  # delta, delta', sse, sum y^2
-    y_sum = None
+    # [A_i | K_i] per layer (K_i = A_i A_{i+1} - A_{i+1} A_i, 0 for the last layer), float32 on its device
+    maps: list[tuple[torch.Tensor, ...]] = []
+    for i in range(n):
+        a = torch.as_tensor(fit.A[i], dtype=torch.float64).to(devs[i])
+        k = (commutator(a, torch.as_tensor(fit.A[i + 1], dtype=torch.float64).to(devs[i])) if i < n - 1
+             else torch.zeros_like(a))
+        m = torch.cat([a, k], dim=1).float()
+        del a, k
+        parts = split_bf16(m, SPLIT_PARTS[precision]) if precision in SPLIT_PARTS else (m,)
+        if maps_device is not None:
+            parts = tuple(_pinned(p, maps_device) for p in parts)
+        maps.append(parts)
+    acc = [torch.zeros(4, dtype=torch.float64, device=devs[i]) for i in range(n)]  # delta, delta', sse, sum y^2
+    y_sum: list[torch.Tensor] | None = None
     count = 0
     for batch in tqdm(batches, desc="pass 2: delta, delta'", disable=not progress):
-        mask = batch.attention_mask.to(device)
-        w = mask.reshape(-1).to(torch.float32)
-        tr = stack.trace(batch.input_ids.to(device), mask)
-        rows = [_flat(h) * w[:, None] for h in tr.hidden]
+        tr = stack.trace(batch.input_ids, batch.attention_mask)
+        rows = _Rows(tr.hidden, batch.attention_mask, window)
         if y_sum is None:
-            y_sum = torch.zeros(n, rows[0].shape[-1], dtype=torch.float64, device=device)
+            d = tr.hidden[0].shape[-1]
+            y_sum = [torch.zeros(d, dtype=torch.float64, device=devs[i]) for i in range(n)]
         for i in range(n):
-            xhat = _flat(window_mean(tr.hidden[i].float(), mask, window))
-            y = rows[i + 1] - rows[i]
-            acc[2, i] += ((y - xhat @ A[i]) ** 2).sum(dtype=torch.float64)
-            acc[3, i] += (y.to(torch.float64) ** 2).sum()
+            dev = devs[i]
+            _, w = rows.mask_w(dev)
+            x_i = rows.row(i, dev)
+            xhat = rows.xhat(i, dev)
+            y = rows.row(i + 1, dev) - x_i
+            pred = _products(xhat, tuple(p.to(dev, non_blocking=True) for p in maps[i]), precision)  # Xhat [A_i | K_i]
+            d = y.shape[-1]
+            acc[i][2] += (y - pred[:, :d]).square_().sum(dtype=torch.float64)
+            acc[i][3] += y.square().sum(dtype=torch.float64)
             y_sum[i] += y.sum(0, dtype=torch.float64)
             if i < n - 1:
-                acc[1, i] += _rel_norm(xhat @ K[i], xhat).sum(dtype=torch.float64)
-                swapped = tr.call(stack.blocks[i], tr.call(stack.blocks[i + 1], tr.hidden[i]))
-                diff = (rows[i + 2] - _flat(swapped)) * w[:, None]
-                acc[0, i] += _rel_norm(diff, rows[i]).sum(dtype=torch.float64)
+                acc[i][1] += _rel_norm(pred[:, d:], xhat).sum(dtype=torch.float64)
+                swapped = tr.block(stack, i, tr.block(stack, i + 1, tr.hidden[i]))
+                diff = (rows.row(i + 2, dev) - _flat(swapped.to(dev))) * w[:, None]
+                acc[i][0] += _rel_norm(diff, x_i).sum(dtype=torch.float64)
+            rows.forget_below(i + 1)
         count += batch.n_tokens
     if count == 0:
         raise ValueError("no tokens to measure")
-    acc = acc.cpu().numpy()
-    sst = acc[3] - (y_sum.cpu().numpy() ** 2).sum(1) / count
+    acc_np = torch.stack([a.cpu() for a in acc], dim=1).numpy()
+    ysum = torch.stack([y.cpu() for y in y_sum]).numpy()
+    sst = acc_np[3] - (ysum ** 2).sum(1) / count
     return SwapResult(
-        delta=(acc[0, : n - 1] / count).tolist(),
-        delta_lin=(acc[1, : n - 1] / count).tolist(),
-        r2_heldout=(1.0 - acc[2] / sst).tolist(),
+        delta=(acc_np[0, : n - 1] / count).tolist(),
+        delta_lin=(acc_np[1, : n - 1] / count).tolist(),
+        r2_heldout=[float(1.0 - e / t) if t > 0 else math.nan for e, t in zip(acc_np[2], sst)],  # nan: Y = 0
         n_tokens=count,
     )
 
 
-def pair_rows(fit: FitResult, swaps: SwapResult | None = None, device: str | torch.device = "cpu") -> list[dict]:
+def pair_rows(fit: FitResult, swaps: SwapResult | None = None, device: str | torch.device = "cpu",
+              memory_budget: int = 2 * 2**30) -> list[dict]:
     """One row per adjacent pair, layers numbered from 1 as in the paper.
 
-    The spectral norms of ``Dep`` (eq. 14) are computed on ``device`` (SVDs of d x d maps).
+    The spectral norms of ``Dep`` (eq. 14) are computed on ``device`` (SVDs of d x d maps), for
+    as many layers at a time as fit ``memory_budget`` bytes (all of them at GPT-2 Large size; one
+    or two at a time at d = 8192, where one float64 map is 0.5 GiB).
     """
     n = len(fit.A)
-    A = torch.stack([torch.as_tensor(a, dtype=torch.float64) for a in fit.A]).to(device)
-    t = [trans(a) for a in A]
-    # Dep (eq. 14) for all pairs at once: batched spectral norms of A_i and of both products
-    norms = spectral_norms(A)
-    dep_f = dep_from_norms(spectral_norms(A[:-1] @ A[1:]), norms[:-1], norms[1:]).tolist()  # Dep(i, i+1)
-    dep_b = dep_from_norms(spectral_norms(A[1:] @ A[:-1]), norms[1:], norms[:-1]).tolist()  # Dep(i+1, i)
+    d = np.shape(fit.A[0])[0]
+    chunk = max(1, int(memory_budget // (5 * d * d * 8)))
+    t = [trans(a) for a in fit.A]
+    dep_f: list[float] = []
+    dep_b: list[float] = []
+    for s in range(0, n, chunk):
+        e = min(n, s + chunk)
+        A = torch.stack([torch.as_tensor(a, dtype=torch.float64) for a in fit.A[s : min(n, e + 1)]]).to(device)
+        nrm = spectral_norms(A)  # layers s .. e (e included when it exists: the next chunk's first)
+        if len(A) > 1:
+            # Dep (eq. 14) of the pairs (i, i+1), i = s .. e-1, at once: batched spectral norms of both products
+            dep_f += dep_from_norms(spectral_norms(A[:-1] @ A[1:]), nrm[:-1], nrm[1:]).tolist()  # Dep(i, i+1)
+            dep_b += dep_from_norms(spectral_norms(A[1:] @ A[:-1]), nrm[1:], nrm[:-1]).tolist()  # Dep(i+1, i)
+        del A
     rows = []
     for i in range(n - 1):
         d_ij, d_ji = dep_f[i], dep_b[i]

@@ -15,6 +15,14 @@ HELP = {
     "delta_tokens": "tokens for delta (eq. 2) and delta' (eq. 16)",
     "window": "Xhat averages the token and the window-1 tokens before it (paper: 4)",
     "ridge": "ridge lambda (times the token count) added to the normal equations",
+    "device_map": "'auto' splits the model over the GPUs with accelerate, leaving each card room for its "
+                  "layers' fit statistics (models larger than one card); empty: the whole model on --device",
+    "precision": "products of the fits and of pass 2: float64 (exact); bf16x6 / bf16x3 (split-bf16 tensor cores, "
+                 "6 / 3 bf16 products, maps exact to about cond(G) 2^-23 / 2^-16); tf32 (one TF32 product, "
+                 "least exact); sums are float64 in every mode",
+    "stats_device": "where the 2 d^2 float64 fit statistics (pass 1) and float32 maps [A_i | K_i] (pass 2) "
+                    "of each layer live: empty = the layer's GPU, 'cpu' = pinned host memory (when they do "
+                    "not fit beside the weights, e.g. a 70B model on two 80 GB cards)",
 }
 
 

@@ -25,6 +25,9 @@ class SwapConfig:
     device: str = "cpu"
     dtype: str = "float32"
     seed: int = 0
+    device_map: str = ""  # "" = the whole model on `device`; "auto" = split over the GPUs (accelerate)
+    precision: str = "float64"  # Gram / pass-2 products: float64 | bf16x3 | bf16x6 | tf32 (sums always float64)
+    stats_device: str = ""  # "" = each layer's statistics on its device; "cpu" = pinned host memory
 
     def __post_init__(self) -> None:
         if not isinstance(self.window, int) or self.window < 1:
@@ -34,6 +37,11 @@ class SwapConfig:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.ridge < 0:
             raise ValueError(f"ridge must be >= 0, got {self.ridge}")
+        from paperlib.swap.linear_fit import check_precision
+
+        check_precision(self.precision)
+        if self.stats_device and self.stats_device != "cpu" and not self.stats_device.startswith("cuda"):
+            raise ValueError(f"stats_device must be empty (each layer's device), 'cpu' or 'cuda:N', got {self.stats_device!r}")
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> "SwapConfig":
@@ -43,7 +51,11 @@ class SwapConfig:
         return cls(**{k: v for k, v in values.items() if k in names})
 
     def key(self) -> str:
-        """Cache key: everything that changes the numbers (not the device)."""
+        """Cache key: everything that changes the numbers (not where they are computed; the default
+        precision is left out so keys of earlier runs stay valid)."""
         d = asdict(self)
-        d.pop("device")
+        for where in ("device", "device_map", "stats_device"):
+            d.pop(where)
+        if d["precision"] == "float64":
+            d.pop("precision")
         return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]

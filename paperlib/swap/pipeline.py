@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from paperlib.data.models import describe_model, load_model
+from paperlib.data.models import describe_model, load_model, resolve_dtype
 from paperlib.data.text import load_text
 from paperlib.data.tokens import batches, sequences
 from paperlib.swap.analysis import FitResult, SwapResult, fit_layers, layer_rows, measure_swaps, pair_rows
@@ -54,6 +54,21 @@ def _load_fit(path: Path) -> FitResult:
     return FitResult(A=list(z["A"]), r2=list(z["r2"]), n_tokens=int(z["n_tokens"]), baselines=base)
 
 
+def _load(config: SwapConfig):
+    """Load ``config.model``; with ``device_map="auto"`` on GPUs, the weights leave each card room
+    for the fit statistics of its layers (:func:`paperlib.swap.placement.swap_max_memory`)."""
+    max_memory = None
+    if config.device_map == "auto" and torch.cuda.is_available():
+        from transformers import AutoConfig
+
+        from paperlib.swap.placement import memory_plan, swap_max_memory
+
+        plan = memory_plan(AutoConfig.from_pretrained(config.model), resolve_dtype(config.dtype))
+        max_memory = swap_max_memory(plan, stats_on_gpu=not config.stats_device)
+    return load_model(config.model, config.device, config.dtype, device_map=config.device_map or None,
+                      max_memory=max_memory)
+
+
 def run_swap_analysis(
     config: SwapConfig,
     cache_dir: str | Path | None = "default",
@@ -81,7 +96,7 @@ def run_swap_analysis(
     need_model = not (fit_path and fit_path.exists() and swap_path and swap_path.exists())
     if need_model and model is None:
         t0 = time.perf_counter()
-        model, tokenizer = load_model(config.model, config.device, config.dtype)
+        model, tokenizer = _load(config)
         seconds["load"] = time.perf_counter() - t0
     stack = ResidualStack(model) if model is not None else None
 
@@ -93,7 +108,8 @@ def run_swap_analysis(
         fit = _load_fit(fit_path)
     else:
         t0 = time.perf_counter()
-        fit = fit_layers(stack, token_batches(text.metric, config.metric_tokens), config.window, config.ridge, progress)
+        fit = fit_layers(stack, token_batches(text.metric, config.metric_tokens), config.window, config.ridge, progress,
+                         precision=config.precision, stats_device=config.stats_device or None)
         seconds["pass1"] = time.perf_counter() - t0
         if fit_path:
             _save_fit(fit_path, fit)
@@ -101,11 +117,13 @@ def run_swap_analysis(
         swaps = SwapResult(**json.loads(swap_path.read_text()))
     else:
         t0 = time.perf_counter()
-        swaps = measure_swaps(stack, token_batches(text.delta, config.delta_tokens), fit, config.window, progress)
+        swaps = measure_swaps(stack, token_batches(text.delta, config.delta_tokens), fit, config.window, progress,
+                              precision=config.precision, maps_device=config.stats_device or None)
         seconds["pass2"] = time.perf_counter() - t0
         if swap_path:
             swap_path.write_text(json.dumps(asdict(swaps)))
-    pairs = pd.DataFrame(pair_rows(fit, swaps, device=config.device))
+    table_device = stack.devices[0] if (config.device_map and stack is not None) else config.device
+    pairs = pd.DataFrame(pair_rows(fit, swaps, device=table_device))
     layers = pd.DataFrame(layer_rows(fit, swaps))
     if folder is not None:
         pairs.to_csv(folder / "pairs.csv", index=False)
