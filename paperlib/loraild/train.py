@@ -148,7 +148,7 @@ def run(cfg: RunConfig, accelerator: Accelerator | None = None) -> dict:
                 k: teacher_summary[k] for k in ("best_epoch", "best_valid", "best_test")},
             "data": prep.data.sizes(), "source": prep.data.source, "elapsed_s": time.time() - t0,
             "device": str(acc.device), "num_processes": acc.num_processes, "mixed_precision": acc.mixed_precision,
-            "config": cfg.to_dict(),
+            "config": cfg.to_dict(), "experiment_key": cfg.experiment_key(),
             "phases_s": timer.as_dict(),
         }
         if acc.is_main_process:

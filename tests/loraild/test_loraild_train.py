@@ -10,7 +10,7 @@ import torch
 
 from paperlib.loraild import sweep as sweep_mod
 from paperlib.loraild import train as train_mod
-from paperlib.loraild.config import METHOD_NAMES, METHODS
+from paperlib.loraild.config import METHOD_NAMES, METHODS, short_hash
 from paperlib.loraild.sweep import run_sweep
 from paperlib.loraild.train import checkpoint_dir, load_teacher, result_path, run, teacher_dir
 
@@ -40,6 +40,9 @@ def test_every_method_runs_one_epoch(tiny, method):
         assert result["clusters"] == []
     assert not checkpoint_dir(cfg).exists()
     assert run(cfg)["elapsed_s"] == result["elapsed_s"]  # finished: read back, not retrained
+    # the key the run was filed under is recorded, so stored results can be checked without the models
+    assert result_path(cfg).parent.parent.name == f"exp-{short_hash(result['experiment_key'])}"
+    assert set(result["phases_s"]) >= {"data", "setup", "steps", "evaluation"}
 
 
 @pytest.mark.parametrize("task,method", [("stsb", "loraild_average"), ("rte", "rail_kd_l"), ("cola", "vanilla_kd")])
