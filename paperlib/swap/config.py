@@ -34,6 +34,11 @@ class SwapConfig:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.ridge < 0:
             raise ValueError(f"ridge must be >= 0, got {self.ridge}")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
+        from paperlib.devices import check_device_name
+
+        check_device_name(self.device)
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> "SwapConfig":
