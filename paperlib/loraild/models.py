@@ -140,7 +140,10 @@ def check_tokenizer_fits(tokenizer: PreTrainedTokenizerBase, tokenizer_name: str
     run_vocab = tokenizer.get_vocab()
     for role, name in models.items():
         where = model_location(name)
-        if where != model_location(tokenizer_name):
+        check_model_folder(name)
+        local = Path(where).is_dir()
+        if where != model_location(tokenizer_name) and (
+                not local or any((Path(where) / f).is_file() for f in TOKENIZER_FILES)):
             try:
                 own = load_tokenizer(name).get_vocab()
             except ModelLoadError:
