@@ -2,29 +2,34 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import threading
 import time
 
 
 def exit_with_parent(poll: float = 1.0) -> None:
-    """Call in a child process: it ends (``os._exit``) within ``poll`` seconds of its parent's death.
+    """Call in a child process: it ends (``os._exit``) as soon as its parent is gone.
 
     A parent killed with ``kill -9`` cannot stop its pool, and a spawned child that only waits for
     work would run on for ever (or finish a long training run nobody reads).  A daemon thread
-    watches the parent's pid: when the child is re-parented (the parent is gone), it exits.  The
-    run's lock is released by the kernel and its partial files are temporary files, so nothing
+    waits on multiprocessing's parent sentinel (ready when the parent dies, even before this call)
+    or, for a child not started by multiprocessing, polls the parent's pid every ``poll`` seconds.
+    The run's lock is released by the kernel and its partial files are temporary files, so nothing
     half-done is ever read.
     """
-    parent = os.getppid()
-    if parent == 1:  # the parent died before this child got here
-        os._exit(1)
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        def watch() -> None:
+            parent.join()  # returns when the parent's sentinel closes: the parent has died
+            os._exit(1)
+    else:
+        ppid = os.getppid()
 
-    def watch() -> None:
-        while True:
-            time.sleep(poll)
-            if os.getppid() != parent:
-                os._exit(1)
+        def watch() -> None:
+            while os.getppid() == ppid:
+                time.sleep(poll)
+            os._exit(1)
 
     threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
