@@ -140,7 +140,7 @@ def main() -> int:
         results = work / f"results-{n}"
         wall = launch(n, gpu, cli + ["--results-dir", str(results)], work / f"log-{n}.txt")
         found = sorted(results.rglob("seed0-*.json"))
-        teachers = sorted(results.rglob("teacher.pt"))
+        teachers = sorted(results.rglob("teacher.safetensors"))
         leftovers = [str(p) for p in results.rglob("*.ckpt")] + [str(p) for p in results.rglob("ckpt")]
         result = json.loads(found[0].read_text())
         teacher = json.loads(sorted(results.rglob("teacher.json"))[0].read_text())

@@ -46,6 +46,8 @@ second_model = "minilm-l6"  # a second real model (BERT encoder); "" to skip
 cache_dir = "default"  # finished passes are kept here and read back on reruns
 
 # %%
+from paperlib.params import check_parameters
+check_parameters(globals())  # papermill values: lists parsed from strings, types checked, unknown names stop here
 import dataclasses
 
 import matplotlib.pyplot as plt

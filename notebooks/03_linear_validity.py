@@ -42,6 +42,8 @@ seed = 0
 cache_dir = "default"
 
 # %%
+from paperlib.params import check_parameters
+check_parameters(globals())  # papermill values: lists parsed from strings, types checked, unknown names stop here
 import matplotlib.pyplot as plt
 from IPython.display import Markdown, display
 

@@ -71,6 +71,8 @@ threads = None  # torch CPU threads (None: all cores, or 1 if the machine is alr
 workers = None  # runs trained at a time (None: 2 single-thread processes on a 2+ core CPU, 1 on a GPU)
 
 # %%
+from paperlib.params import check_parameters
+check_parameters(globals())  # papermill values: lists parsed from strings, types checked, unknown names stop here
 import time
 from pathlib import Path
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import socket
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,49 +74,97 @@ def how_to_supply_glue(task: str) -> str:
     )
 
 
-def _read_tsv(path: Path) -> list[list[str]]:
-    """Tab-separated rows, no quote processing (GLUE texts contain unbalanced quotes)."""
-    with open(path, encoding="utf-8-sig") as fh:
-        return [line.rstrip("\n").rstrip("\r").split("\t") for line in fh if line.strip()]
+class GlueDataError(ValueError):
+    """A GLUE TSV file that does not hold what its task needs (names the file, the row and the fix)."""
+
+
+FIX = "fix the file or download the original GLUE files again"
+
+
+def _read_tsv(path: Path) -> list[tuple[int, list[str]]]:
+    """Tab-separated rows with their line numbers, no quote processing (GLUE texts contain
+    unbalanced quotes); blank lines are skipped."""
+    try:
+        with open(path, encoding="utf-8-sig") as fh:
+            return [(n, line.rstrip("\n").rstrip("\r").split("\t")) for n, line in enumerate(fh, 1) if line.strip()]
+    except UnicodeDecodeError as err:
+        raise GlueDataError(f"{path} is not UTF-8 text (byte 0x{err.object[err.start]:02x}); {FIX}") from None
+
+
+def valid_labels(fmt: GlueFormat) -> str:
+    if fmt.regression:
+        return "a number from 0 to 5"
+    if fmt.label_map is not None:
+        return " or ".join(repr(k) for k in fmt.label_map)
+    return "0 or 1"
 
 
 def _convert_label(fmt: GlueFormat, raw: str) -> int | float:
+    """The label of a row; ``ValueError`` for anything but the task's labels."""
+    raw = raw.strip()
     if fmt.regression:
-        return float(raw)
+        value = float(raw)
+        if not 0.0 <= value <= 5.0:  # NaN fails too
+            raise ValueError(raw)
+        return value
     if fmt.label_map is not None:
-        return fmt.label_map[raw.strip()]
+        if raw not in fmt.label_map:
+            raise ValueError(raw)
+        return fmt.label_map[raw]
+    if raw not in ("0", "1"):
+        raise ValueError(raw)
     return int(raw)
 
 
 def read_glue_tsv(task: str, path: str | Path) -> pd.DataFrame:
-    """One GLUE TSV file (original layout) as ``text_a[, text_b], label``; bad rows are skipped."""
+    """One GLUE TSV file (original layout) as ``text_a[, text_b], label``.
+
+    Bad data stops with one line naming the file, the line and the fix: an empty file, a header
+    without the task's columns, a label that is not one of the task's.  Rows with too few fields
+    (a line broken by a stray newline) are skipped *with a warning* that counts them and names
+    their lines; if none is left, that is an error too.
+    """
     fmt = GLUE_FORMATS[task]
-    rows = _read_tsv(Path(path))
+    path = Path(path)
+    rows = _read_tsv(path)
     if fmt.tsv_header:
         if not rows:
-            return pd.DataFrame(columns=["text_a", "label"])
-        header, rows = rows[0], rows[1:]
-        try:
-            text_idx = [header.index(c) for c in fmt.tsv_text]
-            label_idx = header.index(fmt.tsv_label)
-        except ValueError as err:
-            raise ValueError(f"{path}: header {header} lacks a column of {fmt.tsv_text + (fmt.tsv_label,)}") from err
+            raise GlueDataError(f"{path} is empty (no header line, no rows); {FIX}")
+        (_, header), rows = rows[0], rows[1:]
+        missing = [c for c in fmt.tsv_text + (fmt.tsv_label,) if c not in header]
+        if missing:
+            raise GlueDataError(f"{path}: the header has no column {', '.join(map(repr, missing))} "
+                                f"(found {header[:8]}); {task} needs {list(fmt.tsv_text + (fmt.tsv_label,))}")
+        text_idx = [header.index(c) for c in fmt.tsv_text]
+        label_idx = header.index(fmt.tsv_label)
     else:
         text_idx, label_idx = list(fmt.tsv_text), fmt.tsv_label
+    if not rows:
+        raise GlueDataError(f"{path} has no data rows; {FIX}")
     need = max(text_idx + [label_idx])
-    records = []
-    for row in rows:
+    records, short = [], []
+    for number, row in rows:
         if len(row) <= need:
-            continue  # a malformed line (a few exist in the original files)
+            short.append(number)
+            continue
         try:
             label = _convert_label(fmt, row[label_idx])
-        except (KeyError, ValueError):
-            continue
+        except ValueError:
+            raise GlueDataError(
+                f"{path} line {number}: label {row[label_idx]!r} is not {valid_labels(fmt)} "
+                f"(the {task} labels); correct or delete the row") from None
         rec = {"text_a": row[text_idx[0]]}
         if len(text_idx) > 1:
             rec["text_b"] = row[text_idx[1]]
         rec["label"] = label
         records.append(rec)
+    if short:
+        lines = ", ".join(map(str, short[:5])) + (" ..." if len(short) > 5 else "")
+        if not records:
+            raise GlueDataError(f"{path}: no row has the {need + 1} tab-separated fields {task} needs "
+                                f"(lines {lines}); {FIX}")
+        warnings.warn(f"{path}: skipped {len(short)} of {len(rows)} rows with fewer than {need + 1} "
+                      f"tab-separated fields (lines {lines})", stacklevel=2)
     return pd.DataFrame.from_records(records)
 
 
@@ -197,5 +246,5 @@ def load_glue(task: str, glue_dir: str | Path | None = None) -> dict[str, pd.Dat
     return load_glue_hub(task)
 
 
-__all__ = ["GLUE_TASKS", "GLUE_FORMATS", "DataUnavailableError", "load_glue", "load_glue_tsv",
+__all__ = ["GLUE_TASKS", "GLUE_FORMATS", "DataUnavailableError", "GlueDataError", "load_glue", "load_glue_tsv",
            "load_glue_hub", "read_glue_tsv", "how_to_supply_glue"]

@@ -103,6 +103,36 @@ def describe_model(name: str) -> str:
     return name
 
 
+def check_model_folder(name: str | Path) -> None:
+    """A local folder must hold a transformers model (``config.json``), else say so (instead of
+    the tokenizer error transformers gives first)."""
+    path = Path(name)
+    if path.is_dir() and not (path / "config.json").is_file():
+        found = ", ".join(sorted(p.name for p in path.iterdir())[:6]) or "nothing"
+        raise ModelLoadError(
+            f"{path} is a folder but not a model: it has no config.json (found {found}); pass a folder "
+            f"written by save_pretrained (config.json, weights, tokenizer files) or a hub name"
+        )
+
+
+def model_source(name: str) -> str:
+    """The local file or folder a model name is read from (its name if it has none: a hub name)."""
+    if name in EMBEDDED_MODELS:
+        where, extra = embedded_location(name)
+        return str(Path(where) / extra["gguf_file"]) if "gguf_file" in extra else where
+    return name
+
+
+def context_length(model: PreTrainedModel) -> int | None:
+    """Positions the model was built for (``max_position_embeddings`` / ``n_positions``), if stated."""
+    conf = getattr(model, "config", None)
+    for attr in ("max_position_embeddings", "n_positions", "n_ctx"):
+        value = getattr(conf, attr, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
 def load_model(
     name: str, device: str = "cpu", dtype: str | torch.dtype = "float32",
     device_map: str | dict | None = None, max_memory: dict | None = None,
@@ -118,6 +148,7 @@ def load_model(
         where, extra = embedded_location(name)
     else:
         where, extra = name, {}
+        check_model_folder(name)
     try:
         with quiet_transformers():
             tokenizer = AutoTokenizer.from_pretrained(where, **extra)

@@ -100,11 +100,29 @@ def _split_alternate(docs: list[str], name: str, description: str) -> TextHalves
     )
 
 
-def _read_jsonl_lines(stream: io.TextIOBase) -> Iterator[str]:
-    for line in stream:
-        line = line.strip()
-        if line:
-            yield json.loads(line)["text"]
+def _read_jsonl_lines(stream: io.TextIOBase, where: str = "jsonl") -> Iterator[str]:
+    """The ``text`` field of every non-blank line; a bad line is an error naming file and line."""
+    fix = 'each line must be a JSON object with a "text" string, e.g. {"text": "..."}'
+    try:
+        for number, line in enumerate(stream, 1):
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError as err:
+                raise TextSourceError(f"{where} line {number} is not JSON ({err.msg}); {fix}") from None
+            if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+                keys = sorted(record) if isinstance(record, dict) else type(record).__name__
+                raise TextSourceError(f"{where} line {number} has no \"text\" string (found {keys}); {fix}")
+            yield record["text"]
+    except UnicodeDecodeError as err:
+        raise TextSourceError(_not_utf8(where, err)) from None
+
+
+def _not_utf8(where: str, err: UnicodeDecodeError) -> str:
+    return (f"{where} is not UTF-8 text (byte 0x{err.object[err.start]:02x} at position {err.start} of a "
+            f"chunk); convert it to UTF-8, e.g. iconv -f latin1 -t utf-8")
 
 
 def jsonl_documents(location: str) -> Iterator[str]:
@@ -117,10 +135,10 @@ def jsonl_documents(location: str) -> Iterator[str]:
                 f"cannot reach {location} ({err}); download the file and pass a local path"
             ) from err
         with resp:
-            yield from _read_jsonl_lines(io.TextIOWrapper(resp, encoding="utf-8"))
+            yield from _read_jsonl_lines(io.TextIOWrapper(resp, encoding="utf-8"), location)
     else:
         with open(location, encoding="utf-8") as fh:
-            yield from _read_jsonl_lines(fh)
+            yield from _read_jsonl_lines(fh, location)
 
 
 def webtext(location: str | None = None) -> TextHalves:
@@ -166,7 +184,11 @@ def load_text(source: str) -> TextHalves:
         if path.suffix == ".jsonl":
             docs = list(jsonl_documents(str(path)))
         else:
-            docs = [d.strip() for d in path.read_text(encoding="utf-8").split("\n\n") if d.strip()]
+            try:
+                raw = path.read_text(encoding="utf-8")
+            except UnicodeDecodeError as err:
+                raise TextSourceError(_not_utf8(str(path), err)) from None
+            docs = [d.strip() for d in raw.split("\n\n") if d.strip()]
         return _split_alternate(docs, path.name, f"local file {path}, split by document")
     raise TextSourceError(
         f"unknown text source {source!r}: use one of {EMBEDDED_SOURCES} (offline), 'webtext' "
@@ -174,5 +196,21 @@ def load_text(source: str) -> TextHalves:
     )
 
 
-__all__ = ["TextHalves", "TextSourceError", "load_text", "wiki_articles", "lee_articles", "webtext",
+def text_files(source: str) -> list[Path]:
+    """The local files a text source reads (for content-keyed caches); none for a URL."""
+    if source == "wiki":
+        return [_gensim_test_file(WIKI_FILE)]
+    if source == "lee":
+        return [_gensim_test_file("lee_background.cor")]
+    if source == "webtext":
+        return []
+    folder = source.split(":", 1)[1] if source.startswith("webtext:") else source
+    path = Path(folder)
+    if path.is_dir():
+        return [path / f"{WEBTEXT_FILES[r]}.jsonl" for r in ("metric", "delta")
+                if (path / f"{WEBTEXT_FILES[r]}.jsonl").exists()]
+    return [path] if path.is_file() else []
+
+
+__all__ = ["TextHalves", "text_files", "TextSourceError", "load_text", "wiki_articles", "lee_articles", "webtext",
            "jsonl_documents"]

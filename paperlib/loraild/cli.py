@@ -38,6 +38,8 @@ def _add_config_options(parser: argparse.ArgumentParser, skip: set[str]) -> None
             typ = int if ann.startswith("int") else float if ann.startswith("float") else str
             kw = {"choices": ALL_TASKS} if f.name == "task" else {"choices": METHOD_NAMES} if f.name == "method" else {}
             shown = "from the task's profile" if default is None else default
+            if f.name == "results_dir":
+                shown = "$PAPERLIB_RESULTS, else ./results/loraild"
             parser.add_argument(opt, type=typ, default=None, help=f"(default: {shown})", **kw)
 
 
@@ -54,15 +56,15 @@ def config_from_args(args: argparse.Namespace, skip: set[str] = SKIP) -> RunConf
 
 
 def _friendly(func):
-    """Turn the expected errors (unknown task, missing data or model) into a message and exit code 2."""
+    """Turn the expected errors (a bad setting, missing or bad data, a model that cannot be loaded,
+    a tokenizer mismatch, an absent device, an unwritable results folder) into one line and exit 2."""
     def wrapped(args: argparse.Namespace) -> int:
         from paperlib.data.glue import DataUnavailableError
-        from paperlib.loraild.config import UnknownTaskError
-        from paperlib.loraild.models import ModelLoadError
+        from paperlib.locks import LockTimeout
 
         try:
             return func(args)
-        except (UnknownTaskError, DataUnavailableError, ModelLoadError) as err:
+        except (ValueError, OSError, DataUnavailableError, LockTimeout) as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
     return wrapped

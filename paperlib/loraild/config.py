@@ -208,7 +208,7 @@ class RunConfig:
     max_test: int | None = None
     glue_dir: str | None = None
     device: str | None = None  # None: what accelerate picks (a GPU if there is one)
-    results_dir: str = "results/loraild"
+    results_dir: str | None = None  # None: $PAPERLIB_RESULTS, else ./results/loraild
     ild_start: int | None = None
     curriculum: str | None = None  # "sharp" | "smooth" (None: the authors' per task and method; embedded "sharp")
     curriculum_final: str | None = None  # "equal" (1/3,1/3,1/3) | "no_kd" (0.5,0,0.5)
@@ -224,7 +224,7 @@ class RunConfig:
     cluster_features: str = "l2"  # one of CLUSTER_FEATURES
     teacher_cache_max_gb: float = 2.0
     checkpoint: bool | None = None  # resume checkpoints after every epoch but the last (embedded: off)
-    keep_checkpoints: bool = False  # keep the best student's weights (best_model.pt) after the run
+    keep_checkpoints: bool = False  # keep the best student's weights (best_model.safetensors) after the run
     # torch.compile mode for the student (the frozen teacher stays eager): "default",
     # "reduce-overhead" (CUDA graphs; 3-4x faster steps at 32 x 128 on an H100, see bench/README.md),
     # "max-autotune", "max-autotune-no-cudagraphs"; None runs eagerly.  An execution choice like
@@ -308,11 +308,14 @@ class RunConfig:
         if vals["tokenizer"] is None:
             vals["tokenizer"] = vals["teacher"]
             filled.append("tokenizer")
+        if vals["results_dir"] is None:
+            vals["results_dir"] = os.environ.get("PAPERLIB_RESULTS") or "results/loraild"
         vals["cluster_methods"] = tuple(vals["cluster_methods"])
         if not self.profile:
             vals["profile"] = "embedded" if self.task in EMBEDDED_TASKS else "paper"
             filled.append("profile")
         vals["filled"] = tuple(dict.fromkeys(self.filled + tuple(filled)))
+        check_values(vals)
         out = RunConfig(**vals)
         if method.curriculum and out.ild_start >= out.epochs:
             raise ValueError(f"ild_start={out.ild_start} leaves no epoch with the ILD loss (epochs={out.epochs})")
@@ -326,22 +329,73 @@ class RunConfig:
         return d
 
     def data_key(self) -> dict[str, Any]:
+        """What the tokenised data depends on, with the *content* of the data files read (GLUE TSV
+        files under ``glue_dir``/``$GLUE_DIR``, the embedded corpus) and of the tokenizer's files."""
+        from paperlib.fingerprint import path_fingerprint, source_fingerprint
+        from paperlib.loraild.models import model_location
+        from paperlib.loraild.tasks import source_files
+
         return {"version": RESULTS_VERSION} | {
-            k: getattr(self, k) for k in ("task", "max_train", "max_valid", "max_test", "tokenizer", "max_length")}
+            k: getattr(self, k) for k in ("task", "max_train", "max_valid", "max_test", "tokenizer", "max_length")} | {
+            "data_files": [path_fingerprint(p) for p in source_files(self.task, self.glue_dir)],
+            "tokenizer_files": source_fingerprint(model_location(self.tokenizer))}
 
     def teacher_key(self) -> dict[str, Any]:
+        """What stage 1 depends on: the data, the settings and the teacher's weight files."""
+        from paperlib.fingerprint import source_fingerprint
+        from paperlib.loraild.models import model_location
+
         return self.data_key() | {k: getattr(self, k) for k in (
             "teacher", "rank", "teacher_epochs", "teacher_lr", "teacher_seed", "batch_size", "group_by_length",
-            "teacher_weight_decay", "lora_dropout", "pad_to_max_length", "ild_mask_padding")}
+            "teacher_weight_decay", "lora_dropout", "pad_to_max_length", "ild_mask_padding")} | {
+            "teacher_files": source_fingerprint(model_location(self.teacher))}
 
     def experiment_key(self) -> dict[str, Any]:
-        """Everything a result depends on except method and seed (runs sharing it are compared)."""
+        """Everything a result depends on except method and seed (runs sharing it are compared):
+        the settings and the content of every file read (data, tokenizer, teacher, student)."""
+        from paperlib.fingerprint import source_fingerprint
+        from paperlib.loraild.models import model_location
+
         skip = {"method", "seed", "device", "compile", "results_dir", "progress", "keep_checkpoints", "checkpoint", "glue_dir",
                 "profile", "filled", "teacher_cache_max_gb", "eval_batch_size", "lr"}
-        return {"version": RESULTS_VERSION} | {k: v for k, v in self.to_dict().items() if k not in skip}
+        files = {k: v for k, v in self.teacher_key().items() if k.endswith("_files")}
+        return {"version": RESULTS_VERSION} | {k: v for k, v in self.to_dict().items() if k not in skip} | files | {
+            "student_files": source_fingerprint(model_location(self.student))}
 
     def run_key(self) -> dict[str, Any]:
         return self.experiment_key() | {"method": self.method, "seed": self.seed, "lr": self.lr}
+
+
+#: settings that must be integers of at least this value (None: taken from the profile)
+MINIMUM: dict[str, int] = {"epochs": 1, "teacher_epochs": 1, "rank": 1, "batch_size": 1, "eval_batch_size": 1,
+                           "max_length": 4, "max_train": 1, "max_valid": 1, "max_test": 1, "seed": 0,
+                           "teacher_seed": 0, "ild_start": 0, "rail_dim": 1, "cluster_max_examples": 1}
+#: settings that must be numbers >= 0
+NON_NEGATIVE = ("lr", "teacher_lr", "curriculum_lr", "weight_decay", "teacher_cache_max_gb")
+
+
+def check_values(vals: dict[str, Any]) -> None:
+    """One line naming the first setting out of range and what it must be."""
+    for name, low in MINIMUM.items():
+        v = vals.get(name)
+        if v is None:
+            continue
+        if isinstance(v, bool) or not isinstance(v, int) or v < low:
+            what = "a non-negative integer" if low == 0 else f"an integer >= {low}"
+            extra = " (the [CLS]/[SEP] tokens and some text must fit)" if name == "max_length" else ""
+            raise ValueError(f"{name} must be {what}{extra}, got {v!r}")
+    for name in NON_NEGATIVE:
+        v = vals.get(name)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0):
+            raise ValueError(f"{name} must be a number >= 0, got {v!r}")
+    for name in ("temperature",):
+        if not (isinstance(vals.get(name), (int, float)) and vals[name] > 0):
+            raise ValueError(f"{name} must be a number > 0, got {vals.get(name)!r}")
+    if not 0 <= vals.get("lora_dropout", 0) < 1:
+        raise ValueError(f"lora_dropout must be in [0, 1), got {vals['lora_dropout']!r}")
+    from paperlib.devices import check_device_name
+
+    check_device_name(vals.get("device"))
 
 
 def default_results_dir() -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections import defaultdict
 from collections.abc import Callable
@@ -14,7 +15,8 @@ from tqdm import tqdm
 
 from paperlib.loraild.encoding import EpochPermutation
 from paperlib.loraild.phases import PhaseTimer, maybe
-from paperlib.loraild.run_files import rng_state, save_torch, set_rng_state
+from paperlib.files import discard_damaged, read_or_none
+from paperlib.loraild.run_files import load_torch, rng_state, save_torch, set_rng_state
 from paperlib.loraild.tasks import compute_metrics
 
 
@@ -53,16 +55,21 @@ def fit(acc: Accelerator, *, model: torch.nn.Module, optimizer, sampler: EpochPe
     best_state: dict | None = None
     start = 0
     last, best_file = ckpt_dir / "last.pt", ckpt_dir / "best.pt"
-    if last.exists():
-        ck = torch.load(last, map_location="cpu", weights_only=False)
+    ck = read_or_none(last, _read_checkpoint)  # a damaged checkpoint is named, moved aside: start afresh
+    if ck is not None and ck["best"]["epoch"] not in (None, ck["epoch"]):
+        older = read_or_none(best_file, load_torch)
+        if older is None:  # the best epoch's weights are lost: the run cannot resume exactly
+            discard_damaged(last, FileNotFoundError(f"its best epoch's weights ({best_file.name}) are missing"))
+            ck = None
+        else:
+            best_state = older["state"]
+    if ck is not None:
         set_state(ck["state"])
         optimizer.load_state_dict(ck["optimizer"])
         history, best, start = ck["history"], ck["best"], ck["epoch"] + 1
         set_rng_state(ck["rng"])
         if best["epoch"] == ck["epoch"]:
             best_state = ck["state"]
-        elif best["epoch"] is not None:
-            best_state = torch.load(best_file, map_location="cpu", weights_only=False)["state"]
         if acc.is_main_process and progress:
             print(f"{desc}: resuming after epoch {ck['epoch']}")
     for epoch in range(start, epochs):
@@ -120,8 +127,9 @@ def fit(acc: Accelerator, *, model: torch.nn.Module, optimizer, sampler: EpochPe
                             and last.exists():
                         last.replace(best_file)
                     state = best_state if best["epoch"] == epoch else get_state()
+                    # history and best as plain JSON data: the checkpoint loads with weights_only=True
                     save_torch({"epoch": epoch, "state": state, "optimizer": optimizer.state_dict(),
-                                "history": history, "best": best, "rng": rng_state()}, last)
+                                "history": _plain(history), "best": _plain(best), "rng": rng_state()}, last)
         acc.wait_for_everyone()
     if best_state is None:  # no eligible epoch improved (e.g. NaN scores): keep the last one
         last_rec = history[-1]
@@ -139,6 +147,22 @@ def fit(acc: Accelerator, *, model: torch.nn.Module, optimizer, sampler: EpochPe
             best["test_metrics"] = compute_metrics(spec, *predict(acc, logits_fn, test_loader, spec.regression))
         best["test"] = best["test_metrics"][spec.metric]
     return history, best, best_state
+
+
+CHECKPOINT_KEYS = ("epoch", "state", "optimizer", "history", "best", "rng")
+
+
+def _read_checkpoint(path: Path) -> dict:
+    ck = load_torch(path)
+    missing = [k for k in CHECKPOINT_KEYS if k not in ck] if isinstance(ck, dict) else list(CHECKPOINT_KEYS)
+    if missing:
+        raise ValueError(f"not a checkpoint: it lacks {missing}")
+    return ck
+
+
+def _plain(obj):
+    """``obj`` with NumPy scalars turned into Python numbers (a JSON round trip)."""
+    return json.loads(json.dumps(obj, default=float))
 
 
 def adamw(params: list[torch.nn.Parameter], lr: float, weight_decay: float) -> torch.optim.Optimizer:

@@ -108,8 +108,30 @@ def _load_error(name: str, err: Exception) -> ModelLoadError:
     )
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "spiece.model",
+                   "sentencepiece.bpe.model")
+
+
+class TokenizerMismatchError(ValueError):
+    """Teacher or student was trained with another tokenizer than the run's."""
+
+
+def check_model_folder(name: str, tokenizer_only: bool = False) -> None:
+    """A local folder must hold a model (``config.json``; a tokenizer's files for a tokenizer)."""
+    path = Path(model_location(name))
+    if not path.is_dir():
+        return
+    wanted = TOKENIZER_FILES + ("config.json",) if tokenizer_only else ("config.json",)
+    if not any((path / f).is_file() for f in wanted):
+        found = ", ".join(sorted(p.name for p in path.iterdir())[:6]) or "nothing"
+        what = "a model or tokenizer" if tokenizer_only else "a model"
+        raise ModelLoadError(f"{path} is a folder but not {what}: it has no {' or '.join(wanted[:3] if tokenizer_only else wanted)} "
+                             f"(found {found}); pass a folder written by save_pretrained or a hub name")
+
+
 def load_tokenizer(name: str) -> PreTrainedTokenizerBase:
     """Tokenizer of ``name`` (teacher and student must share one: features are matched per token)."""
+    check_model_folder(name, tokenizer_only=True)
     try:
         with _quiet_transformers():
             tok = AutoTokenizer.from_pretrained(model_location(name))
@@ -118,6 +140,61 @@ def load_tokenizer(name: str) -> PreTrainedTokenizerBase:
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token or tok.unk_token
     return tok
+
+
+def usable_positions(conf) -> int | None:
+    """Token positions a model takes (RoBERTa-style position ids start after the padding id)."""
+    limit = getattr(conf, "max_position_embeddings", None)
+    if not isinstance(limit, int):
+        return None
+    if getattr(conf, "model_type", "") in ("roberta", "xlm-roberta", "camembert", "longformer"):
+        limit -= (getattr(conf, "pad_token_id", 1) or 0) + 1
+    return limit
+
+
+def check_tokenizer_fits(tokenizer: PreTrainedTokenizerBase, tokenizer_name: str, max_length: int,
+                         models: dict[str, str]) -> None:
+    """Refuse a teacher or student trained with another tokenizer, or too short for ``max_length``.
+
+    ``models`` maps a role (``teacher``, ``student``) to a model name.  A model that ships its own
+    tokenizer must have the run's vocabulary (same tokens, same ids); every model's embedding
+    table must hold every id of the run's tokenizer and ``max_length`` positions.
+    """
+    from transformers import AutoConfig
+
+    run_vocab = tokenizer.get_vocab()
+    for role, name in models.items():
+        where = model_location(name)
+        check_model_folder(name)
+        local = Path(where).is_dir()
+        if where != model_location(tokenizer_name) and (
+                not local or any((Path(where) / f).is_file() for f in TOKENIZER_FILES)):
+            try:
+                own = load_tokenizer(name).get_vocab()
+            except ModelLoadError:
+                own = None  # no tokenizer of its own: only the sizes below can be checked
+            if own is not None and own != run_vocab:
+                differ = sorted(set(own.items()) ^ set(run_vocab.items()))[:1]
+                raise TokenizerMismatchError(
+                    f"the {role} {name!r} was trained with another tokenizer ({len(own)} tokens) than the run's "
+                    f"tokenizer {tokenizer_name!r} ({len(run_vocab)} tokens; e.g. {differ[0][0]!r} has different "
+                    f"ids): teacher and student read the same token ids, so choose a {role} that shares the "
+                    f"tokenizer (e.g. distilroberta-base with roberta-large) or set --tokenizer to the one both use")
+        try:
+            with _quiet_transformers():
+                conf = AutoConfig.from_pretrained(where)
+        except (OSError, ValueError) as err:
+            raise _load_error(name, err) from err
+        top = max(run_vocab.values()) + 1
+        if getattr(conf, "vocab_size", top) < top:
+            raise TokenizerMismatchError(
+                f"the run's tokenizer {tokenizer_name!r} has ids up to {top - 1}, but the {role} {name!r} embeds "
+                f"only {conf.vocab_size} tokens: it was trained with another tokenizer; choose a {role} that "
+                f"shares the tokenizer or set --tokenizer to the one both use")
+        limit = usable_positions(conf)
+        if limit is not None and max_length > limit:
+            raise ValueError(f"max_length {max_length} exceeds the {role} {name!r}'s {limit} positions; "
+                             f"use --max-length {limit} or less")
 
 
 def encoder_layers(model: nn.Module) -> nn.ModuleList:
@@ -156,6 +233,7 @@ def load_classifier(name: str, num_labels: int) -> nn.Module:
     # float32 master weights whatever the checkpoint stores (transformers 5 keeps a bf16 file in
     # bf16, and AdamW on bf16 weights loses small updates); mixed precision is accelerate's job
     kwargs = {"num_labels": num_labels, "ignore_mismatched_sizes": True, "dtype": torch.float32}
+    check_model_folder(name)
     if num_labels == 1:
         kwargs["problem_type"] = "regression"
     try:
@@ -279,7 +357,7 @@ def describe(name: str) -> str:
     return f"every other layer of {desc}" if half else desc
 
 
-__all__ = ["LORA_TARGETS", "LORA_TARGETS_BY_TYPE", "lora_targets", "ModelLoadError", "load_tokenizer", "load_classifier", "build_teacher",
+__all__ = ["LORA_TARGETS", "LORA_TARGETS_BY_TYPE", "lora_targets", "ModelLoadError", "TokenizerMismatchError", "check_tokenizer_fits", "check_model_folder", "load_tokenizer", "load_classifier", "build_teacher",
            "build_student", "teacher_lora", "student_lora", "compile_model", "encoder_layers", "keep_every_other_layer", "lora_config",
            "trainable_state", "load_trainable_state", "freeze", "forward_kwargs", "describe",
            "model_location", "split_half"]

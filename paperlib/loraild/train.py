@@ -7,12 +7,17 @@ are eligible).  The seed is set *before* any model is built (the authors' code s
 leaving LoRA and head initialisation unseeded).  Stage 1 (the teacher) is :mod:`teacher`; the epoch
 loop is :mod:`loop`; file layout :mod:`run_files`; data :mod:`prepare`; process set-up :mod:`runtime`.
 
-A run whose JSON exists is not repeated; an interrupted run resumes after its last finished epoch.
-Under ``accelerate launch --num_processes N`` every process trains on its shard of each batch.
+A run whose JSON exists (and reads back) is not repeated.  With ``checkpoint`` (the paper
+profile's default) an interrupted run resumes after its last finished epoch; without it (the
+embedded profile: runs of seconds) it starts again at epoch 0, reusing the finished teacher and its
+cached outputs.  One process owns a run at a time (a lock file next to its JSON; a second one waits
+and then reads the result).  Under ``accelerate launch --num_processes N`` every process trains on
+its shard of each batch.
 """
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import time
 
@@ -30,8 +35,10 @@ from paperlib.loraild.loop import adamw, fit, predict
 from paperlib.loraild.models import build_student, compile_model
 from paperlib.loraild.phases import PhaseTimer
 from paperlib.loraild.prepare import Prepared, loaders, prepare_data
-from paperlib.loraild.run_files import (checkpoint_dir, experiment_dir, is_finished, load_result, result_path,
-                                        save_torch, task_dir, teacher_dir, write_json)
+from paperlib.devices import check_device
+from paperlib.locks import hold_lock
+from paperlib.loraild.run_files import (check_results_writable, checkpoint_dir, experiment_dir, is_finished,
+                                        load_result, result_path, save_tensors, task_dir, teacher_dir, write_json)
 from paperlib.loraild.runtime import auto_threads, busy_cores, get_accelerator
 from paperlib.loraild.teacher import (cache_folder, load_teacher, needed_parts, precompute_teacher, teacher_finished,
                                       teacher_outputs, teacher_shape, train_teacher)
@@ -71,7 +78,19 @@ def run(cfg: RunConfig, accelerator: Accelerator | None = None) -> dict:
     done = load_result(cfg)
     if done is not None:
         return done
+    check_device(cfg.device)  # before any work: never a quiet fall-back to the CPU
+    check_results_writable(cfg)
     acc = accelerator or get_accelerator(cfg.device)
+    # one owner per run; under a launcher the N processes are one run (only the main one writes)
+    lock = hold_lock(result_path(cfg)) if acc.num_processes == 1 else contextlib.nullcontext()
+    with lock:
+        done = load_result(cfg)  # finished by another process while this one waited
+        if done is not None:
+            return done
+        return _run(cfg, acc)
+
+
+def _run(cfg: RunConfig, acc: Accelerator) -> dict:
     method, spec = cfg.method_spec, cfg.task_spec
     t0 = time.time()
     timer = PhaseTimer(acc.device)
@@ -155,7 +174,7 @@ def run(cfg: RunConfig, accelerator: Accelerator | None = None) -> dict:
             write_json(result_path(cfg), result)
             shutil.rmtree(ckpt, ignore_errors=True)
             if cfg.keep_checkpoints:
-                save_torch({k: v.detach().cpu() for k, v in inner.state_dict().items()}, ckpt / "best_model.pt")
+                save_tensors(inner.state_dict(), ckpt / "best_model.safetensors")
         acc.wait_for_everyone()
     finally:
         if inner.recorder is not None:

@@ -65,10 +65,18 @@ def _run(args: argparse.Namespace) -> int:
         values["delta_tokens"] = max(1, args.tokens // 4)
     config = SwapConfig(**values)
     cache = None if args.cache_dir == "none" else args.cache_dir
+    from pathlib import Path
+
+    from paperlib.files import check_writable
+
+    for out in filter(None, (args.out, args.layers_out)):  # before the work, not after it
+        check_writable(Path(out).resolve().parent, "output folder", "pass --out/--layers-out in a writable folder")
     result = run_swap_analysis(config, cache_dir=cache, progress=not args.quiet)
-    result.pairs.to_csv(args.out, index=False)
+    from paperlib.files import write_text_atomic
+
+    write_text_atomic(args.out, result.pairs.to_csv(index=False))
     if args.layers_out:
-        result.layers.to_csv(args.layers_out, index=False)
+        write_text_atomic(args.layers_out, result.layers.to_csv(index=False))
     print(f"wrote {len(result.pairs)} pairs to {args.out}")
     if len(result.pairs) >= 3:
         print("r vs delta:      ", spearman(result.pairs["r"], result.pairs["delta"]))

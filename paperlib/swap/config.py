@@ -42,6 +42,11 @@ class SwapConfig:
         check_precision(self.precision)
         if self.stats_device and self.stats_device != "cpu" and not self.stats_device.startswith("cuda"):
             raise ValueError(f"stats_device must be empty (each layer's device), 'cpu' or 'cuda:N', got {self.stats_device!r}")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
+        from paperlib.devices import check_device_name
+
+        check_device_name(self.device)
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> "SwapConfig":

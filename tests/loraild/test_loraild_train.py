@@ -62,7 +62,7 @@ def test_teacher_is_frozen_and_unchanged_in_stage2(tiny):
     cfg = tiny.config(method="loraild_random_step", teacher_cache_max_gb=0.0,  # live teacher in the loop
                       results_dir=str(tiny.root / "live"))
     train_mod.train_teacher(cfg)
-    digest = hashlib.sha256((teacher_dir(cfg) / "teacher.pt").read_bytes()).hexdigest()
+    digest = hashlib.sha256((teacher_dir(cfg) / "teacher.safetensors").read_bytes()).hexdigest()
     teacher = load_teacher(cfg, "cpu")
     before = {k: v.clone() for k, v in teacher.state_dict().items()}
     run(cfg)
@@ -70,7 +70,7 @@ def test_teacher_is_frozen_and_unchanged_in_stage2(tiny):
     assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
     after = teacher.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
-    assert hashlib.sha256((teacher_dir(cfg) / "teacher.pt").read_bytes()).hexdigest() == digest
+    assert hashlib.sha256((teacher_dir(cfg) / "teacher.safetensors").read_bytes()).hexdigest() == digest
     # the live-teacher run and the cached-teacher run are the same computation
     cached = run(cfg.replace(teacher_cache_max_gb=2.0, results_dir=str(tiny.root / "cached")))
     live = json.loads(result_path(cfg).read_text())
