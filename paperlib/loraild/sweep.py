@@ -24,7 +24,7 @@ from tqdm import tqdm
 from paperlib.loraild.config import METHOD_NAMES, METHODS, RunConfig, check_method, check_task
 from paperlib.loraild.dispatch import (LocalPool, RayPool, absolute, plan_workers, precompute, ray_connect,
                                       ray_gpus_per_run, shard_configs, under_launcher)
-from paperlib.loraild.train import is_finished, load_result, needed_parts, run, train_teacher
+from paperlib.loraild.train import is_finished, load_result, needed_parts, run, teacher_finished, train_teacher
 
 
 @dataclass
@@ -98,18 +98,23 @@ def run_sweep(base: RunConfig, tasks: Iterable[str], methods: Iterable[str] = ME
     show = progress and PartialState().is_main_process
     if teachers_only:
         todo = []
+    # teachers (and caches) are prepared for tasks with runs to do; the others' summaries are read back
+    pending = set(teacher_jobs) if teachers_only else {configs[i].task for i in todo}
+    teachers = {t: train_teacher(c) for t, (c, _) in teacher_jobs.items() if t not in pending and teacher_finished(c)}
+    teacher_jobs = {t: job for t, job in teacher_jobs.items() if t not in teachers}
     if backend == "ray":
         ray = ray_connect(address)
         pool = RayPool(ray, ray_gpus_per_run(ray, base.device))
         jobs = {t: (absolute(c), p) for t, (c, p) in teacher_jobs.items()}
-        teachers = dict(pool.map_unordered(precompute, jobs))
+        teachers.update(pool.map_unordered(precompute, jobs))
         runs = {i: (absolute(configs[i].replace(progress=False)),) for i in todo}
         for i, res in tqdm(pool.map_unordered(run, runs), total=len(runs), desc="runs", disable=not show):
             results[i] = res
     else:
         plan = plan_workers(base.device, workers)
         if plan.workers <= 1:
-            teachers = {t: precompute(c, p) if teachers_only else train_teacher(c) for t, (c, p) in teacher_jobs.items()}
+            teachers.update({t: precompute(c, p) if teachers_only else train_teacher(c)
+                             for t, (c, p) in teacher_jobs.items()})
             bar = tqdm(todo, desc="runs", disable=not show)
             for i in bar:
                 cfg = configs[i]
@@ -118,7 +123,7 @@ def run_sweep(base: RunConfig, tasks: Iterable[str], methods: Iterable[str] = ME
                 ran.append((cfg.task, cfg.method, cfg.seed))
             return SweepResult([r for r in results if r is not None], teachers, ran, skipped)
         with LocalPool(plan) as pool:  # workers only read the teacher's outputs: every part they need, first
-            teachers = dict(pool.map_unordered(precompute, teacher_jobs))
+            teachers.update(pool.map_unordered(precompute, teacher_jobs))
             runs = {i: (configs[i].replace(progress=False),) for i in todo}
             for i, res in tqdm(pool.map_unordered(run, runs), total=len(runs), desc="runs", disable=not show):
                 results[i] = res
