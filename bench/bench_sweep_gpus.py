@@ -70,7 +70,7 @@ def main() -> int:
     glue = write_sst2(work / "glue", n_train=int(n_train / 0.9) + 20, n_dev=args.test, words=args.max_length - 2)
     common = ["--tasks", "sst2", "--methods", *args.methods, "--seeds", *map(str, range(args.seeds)),
               "--glue-dir", str(glue), "--teacher", models["teacher"], "--student", models["student"],
-              "--epochs", str(args.epochs), "--teacher-epochs", "1", "--rank", "4" if args.tiny else "32",
+              "--epochs", str(args.epochs), "--ild-start", "0", "--teacher-epochs", "1", "--rank", "4" if args.tiny else "32",
               "--max-length", str(args.max_length), "--pad-to-max-length", "--no-group-by-length", "--no-progress",
               "--batch-size", str(args.batch_size), "--max-train", str(n_train), "--max-test", str(args.test),
               "--cluster-max-examples", str(args.test), "--teacher-cache-max-gb", "16"]
