@@ -89,7 +89,10 @@ class FusedLoraRecorder:
             if args or kwargs or m.disable_adapters or m.merged or self.adapter not in m.active_adapters:
                 return original(x, *args, **kwargs)
             base = m.base_layer(x)
-            if self._inputs[li] is not x:  # query comes first; key and value see the same tensor
+            # query (called first) computes the layer's features; key and value reuse them when they
+            # see the same tensor.  Query never reads the previous call's state, so a compiled student
+            # is not re-traced when a pass leaves it behind (evaluation does not clear the recorder).
+            if mi == 0 or self._inputs[li] is not x:
                 self._inputs[li] = x
                 self._feats[li] = self._features(li, x)
                 self._shapes[li] = tuple(x.shape[:-1])
