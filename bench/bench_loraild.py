@@ -272,14 +272,14 @@ def main() -> None:
         bf16 = dtype == "bf16"
         for name in args.methods:
             for mode in (("live", "cached") if METHODS[name].kd else ("live",)):
-              for path in (args.lora_paths if METHODS[name].student_lora else ["fused"]):
-                r = bench_method(name, mode, bf16, teacher, t_recorder, t_cfg, s_cfg, split, caches[bf16], args,
-                                 device, fused=path == "fused")
-                r["mfu"] = r["flop_rate"] / rate
-                rows.append(r)
-                print(f"{dtype:5s} {name:22s} {mode:6s} {r['lora_path']:5s} {r['samples_per_s']:8.1f} samples/s  "
-                      f"{1e3 * r['step_s']:7.1f} ms/step  {100 * r['mfu']:5.1f}% of bf16 matmul  "
-                      f"peak {r['peak_gib']:.1f} GiB", flush=True)
+                for path in (args.lora_paths if METHODS[name].student_lora else ["fused"]):
+                    r = bench_method(name, mode, bf16, teacher, t_recorder, t_cfg, s_cfg, split, caches[bf16], args,
+                                     device, fused=path == "fused")
+                    r["mfu"] = r["flop_rate"] / rate
+                    rows.append(r)
+                    print(f"{dtype:5s} {name:22s} {mode:6s} {r['lora_path']:5s} {r['samples_per_s']:8.1f} samples/s  "
+                          f"{1e3 * r['step_s']:7.1f} ms/step  {100 * r['mfu']:5.1f}% of bf16 matmul  "
+                          f"peak {r['peak_gib']:.1f} GiB", flush=True)
 
     def get(name, mode, dtype, path="fused"):
         return next((r for r in rows if r["method"] == name and r["mode"] == mode and r["dtype"] == dtype
@@ -291,13 +291,13 @@ def main() -> None:
         for mode in ("live", "cached"):
             base = get("vanilla_kd", mode, dtype)
             for name in args.methods:
-              for path in args.lora_paths:
-                r = get(name, mode, dtype, path)
-                if base and r and name.startswith("loraild"):
-                    x = r["step_s"] / base["step_s"]
-                    ratios.append({"what": f"{name} / vanilla_kd step time", "mode": mode, "dtype": dtype,
-                                   "lora_path": path, "ratio": x})
-                    print(f"  {dtype} {mode:6s} {name} ({path} LoRA) / Vanilla KD step time: {x:.3f}  (target <= 1.10)")
+                for path in args.lora_paths:
+                    r = get(name, mode, dtype, path)
+                    if base and r and name.startswith("loraild"):
+                        x = r["step_s"] / base["step_s"]
+                        ratios.append({"what": f"{name} / vanilla_kd step time", "mode": mode, "dtype": dtype,
+                                       "lora_path": path, "ratio": x})
+                        print(f"  {dtype} {mode:6s} {name} ({path} LoRA) / Vanilla KD step time: {x:.3f}  (target <= 1.10)")
         for name in args.methods:
             live, cached = get(name, "live", dtype), get(name, "cached", dtype)
             if live and cached:
