@@ -18,6 +18,10 @@ Prints, from one run on one device:
 
 Usage: ``PYTHONPATH=. python bench/bench_loraild.py [--steps 40] [--json out.json] [--profile p.txt]``.
 ``--tiny`` runs 2-layer models on the CPU (a smoke test of the script itself).
+``--lora-paths fused hooks`` times the LoRAILD rows with the fused q/k/v LoRA (paperlib's default)
+and with peft's per-module LoRA plus feature hooks (the earlier path).  ``--section compile | run |
+kmeans``: eager vs compiled losses, per-phase times of one CLI run, device k-means vs scikit-learn
+(:mod:`loraild_sections`).
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from paperlib.loraild.encoding import Collator, EncodedSplit, EpochPermutation, 
 from paperlib.loraild.features import LoraFeatureRecorder
 from paperlib.loraild.models import freeze, student_lora, teacher_lora
 from paperlib.loraild.train import adamw
+from loraild_sections import compare_compile, compare_kmeans, run_phases
 from timing import matmul_rate, sync
 
 ROBERTA_LARGE = dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096)
@@ -83,12 +88,14 @@ def build_student(cfg: RobertaConfig, rank: int | None, device) -> torch.nn.Modu
     return student_lora(AutoModelForSequenceClassification.from_config(cfg), rank).to(device)
 
 
-def bench_method(name: str, mode: str, bf16: bool, teacher, t_recorder, t_cfg, s_cfg, split, cache, args, device) -> dict:
+def bench_method(name: str, mode: str, bf16: bool, teacher, t_recorder, t_cfg, s_cfg, split, cache, args, device,
+                 fused: bool = True) -> dict:
     """Time ``args.steps`` training steps (after ``args.warmup``) of one method."""
     method = METHODS[name]
     torch.manual_seed(0)
     student = build_student(s_cfg, args.rank if method.student_lora else None, device)
-    model = DistillModel(student, method, TASK, t_cfg.num_hidden_layers, t_cfg.hidden_size).to(device)
+    model = DistillModel(student, method, TASK, t_cfg.num_hidden_layers, t_cfg.hidden_size,
+                         fused_lora=fused).to(device)
     model.train()
     if args.compile:
         student.compile(mode=None if args.compile == "default" else args.compile)
@@ -146,7 +153,8 @@ def bench_method(name: str, mode: str, bf16: bool, teacher, t_recorder, t_cfg, s
     del model, student, opt
     if device.type == "cuda":
         torch.cuda.empty_cache()
-    return {"method": name, "mode": mode, "dtype": "bf16" if bf16 else "fp32", "step_s": dt,
+    return {"method": name, "mode": mode, "dtype": "bf16" if bf16 else "fp32",
+            "lora_path": ("fused" if fused else "hooks") if method.student_lora else "-", "step_s": dt,
             "samples_per_s": args.batch / dt, "model_flops_per_step": flops, "flop_rate": flops / dt,
             "peak_gib": peak, "loss": float(loss.detach())}
 
@@ -186,7 +194,29 @@ def main() -> None:
     ap.add_argument("--profile", default=None, help="write a profiler table of one method (bf16)")
     ap.add_argument("--profile-method", default="loraild_fixed")
     ap.add_argument("--profile-mode", default="cached", choices=["live", "cached"])
+    ap.add_argument("--section", default="steps", choices=["steps", "compile", "run", "kmeans"],
+                    help="steps: the step table; compile: eager vs compiled losses; run: per-phase times of one "
+                         "CLI run; kmeans: device k-means vs scikit-learn (loraild_sections.py)")
+    ap.add_argument("--lora-paths", nargs="+", default=["fused"], choices=["fused", "hooks"],
+                    help="student LoRA of the LoRAILD rows: fused q/k/v (paperlib's default) and/or peft + hooks")
+    ap.add_argument("--compare-steps", type=int, default=300)
+    ap.add_argument("--compare-window", type=int, default=50)
+    ap.add_argument("--run-method", default="loraild_fixed")
+    ap.add_argument("--run-epochs", type=int, default=2)
+    ap.add_argument("--run-steps", type=int, default=100, help="steps per epoch of the timed run")
+    ap.add_argument("--run-batch", type=int, default=128)
+    ap.add_argument("--run-test", type=int, default=3200, help="test (and cluster) examples: the paper's cap")
+    ap.add_argument("--run-precision", default="no", choices=["no", "bf16"])
+    ap.add_argument("--run-dir", default=None)
+    ap.add_argument("--kmeans-examples", type=int, default=3200)
+    ap.add_argument("--kmeans-sets", type=int, default=6, help="feature sets compared with scikit-learn")
     args = ap.parse_args()
+    if args.section == "run":
+        out = run_phases(args)
+        if args.json:
+            with open(args.json, "w") as fh:
+                json.dump({"section": "run", "args": vars(args), **out}, fh, indent=1)
+        return
 
     device = torch.device("cuda" if torch.cuda.is_available() and not args.tiny else "cpu")
     t_cfg, s_cfg = (roberta(TINY_TEACHER), roberta(TINY_STUDENT)) if args.tiny else \
@@ -198,6 +228,12 @@ def main() -> None:
     rate = matmul_rate(device, 8192 if device.type == "cuda" else 512, 30 if device.type == "cuda" else 3)
     info["bf16_matmul_flops"] = rate
     print(json.dumps(info))
+    if args.section == "kmeans":
+        out = compare_kmeans(args, device, t_cfg, s_cfg, TASK)
+        if args.json:
+            with open(args.json, "w") as fh:
+                json.dump({"section": "kmeans", "info": info, **out}, fh, indent=1)
+        return
 
     teacher = build_teacher(t_cfg, args.rank, device)
     info["attn_implementation"] = teacher.config._attn_implementation
@@ -220,6 +256,12 @@ def main() -> None:
         caches[bf16] = tc.TeacherCache(parts).to(device)  # as train.teacher_outputs does on a GPU
     print(f"teacher cache build ({n} examples, all parts): "
           + ", ".join(f"{k} {v:.2f} s" for k, v in builds.items()))
+    if args.section == "compile":
+        out = compare_compile(args, device, t_cfg, s_cfg, split, caches[True] if True in caches else caches[False], TASK)
+        if args.json:
+            with open(args.json, "w") as fh:
+                json.dump({"section": "compile", "info": info, **out}, fh, indent=1)
+        return
     # hooks added after torch.compile are not traced: the live teacher's recorder is attached first
     t_recorder = LoraFeatureRecorder(teacher)
     if args.compile:
@@ -230,16 +272,18 @@ def main() -> None:
         bf16 = dtype == "bf16"
         for name in args.methods:
             for mode in (("live", "cached") if METHODS[name].kd else ("live",)):
-                r = bench_method(name, mode, bf16, teacher, t_recorder, t_cfg, s_cfg, split, caches[bf16], args,
-                                 device)
-                r["mfu"] = r["flop_rate"] / rate
-                rows.append(r)
-                print(f"{dtype:5s} {name:22s} {mode:6s} {r['samples_per_s']:8.1f} samples/s  "
-                      f"{1e3 * r['step_s']:7.1f} ms/step  {100 * r['mfu']:5.1f}% of bf16 matmul  "
-                      f"peak {r['peak_gib']:.1f} GiB", flush=True)
+                for path in (args.lora_paths if METHODS[name].student_lora else ["fused"]):
+                    r = bench_method(name, mode, bf16, teacher, t_recorder, t_cfg, s_cfg, split, caches[bf16], args,
+                                     device, fused=path == "fused")
+                    r["mfu"] = r["flop_rate"] / rate
+                    rows.append(r)
+                    print(f"{dtype:5s} {name:22s} {mode:6s} {r['lora_path']:5s} {r['samples_per_s']:8.1f} samples/s  "
+                          f"{1e3 * r['step_s']:7.1f} ms/step  {100 * r['mfu']:5.1f}% of bf16 matmul  "
+                          f"peak {r['peak_gib']:.1f} GiB", flush=True)
 
-    def get(name, mode, dtype):
-        return next((r for r in rows if r["method"] == name and r["mode"] == mode and r["dtype"] == dtype), None)
+    def get(name, mode, dtype, path="fused"):
+        return next((r for r in rows if r["method"] == name and r["mode"] == mode and r["dtype"] == dtype
+                     and r["lora_path"] in (path, "-")), None)
 
     ratios = []
     print("\nratios (measured in this run)")
@@ -247,12 +291,13 @@ def main() -> None:
         for mode in ("live", "cached"):
             base = get("vanilla_kd", mode, dtype)
             for name in args.methods:
-                r = get(name, mode, dtype)
-                if base and r and name.startswith("loraild"):
-                    x = r["step_s"] / base["step_s"]
-                    ratios.append({"what": f"{name} / vanilla_kd step time", "mode": mode, "dtype": dtype,
-                                   "ratio": x})
-                    print(f"  {dtype} {mode:6s} {name} / Vanilla KD step time: {x:.3f}  (target <= 1.10)")
+                for path in args.lora_paths:
+                    r = get(name, mode, dtype, path)
+                    if base and r and name.startswith("loraild"):
+                        x = r["step_s"] / base["step_s"]
+                        ratios.append({"what": f"{name} / vanilla_kd step time", "mode": mode, "dtype": dtype,
+                                       "lora_path": path, "ratio": x})
+                        print(f"  {dtype} {mode:6s} {name} ({path} LoRA) / Vanilla KD step time: {x:.3f}  (target <= 1.10)")
         for name in args.methods:
             live, cached = get(name, "live", dtype), get(name, "cached", dtype)
             if live and cached:

@@ -91,11 +91,9 @@ def test_sweep_workers_die_with_their_parent():
     """A sweep's ``--workers`` children must not outlive a parent killed with ``kill -9`` (here while
     they are still starting: the harder case, their parent is gone before they can look at it)."""
     parent = _python("""
-        import multiprocessing, time
-        from concurrent.futures import ProcessPoolExecutor
-        from paperlib.loraild.sweep import _init_worker
-        pool = ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_init_worker, initargs=(1,))
+        import time
+        from paperlib.loraild.dispatch import LocalPool, WorkerPlan
+        pool = LocalPool(WorkerPlan(2, ({}, {}), 1))._pool  # the sweep's own worker pool
         futures = [pool.submit(time.sleep, 600) for _ in range(2)]
         print(" ".join(str(p) for p in pool._processes), flush=True)
         time.sleep(600)

@@ -7,6 +7,10 @@ Every :class:`~paperlib.loraild.config.RunConfig` field is an option (``--max-tr
     python -m paperlib loraild --task rte --method loraild_fixed --seed 0 --glue-dir ~/glue
     python -m paperlib sweep --tasks rotten_tomatoes --seeds 0 1 2 --epochs 3
     accelerate launch --num_processes 4 -m paperlib sweep --tasks cola mrpc qnli rte sst2 stsb
+    python -m paperlib sweep --tasks rte --backend ray --address auto   # one Ray task (1 GPU) per run
+    python -m paperlib sweep --tasks rte --shard $SLURM_ARRAY_TASK_ID/8  # one shard of a job array
+
+On a machine with N GPUs, ``sweep`` trains N runs at once, one per GPU (``--workers`` to change).
 """
 
 from __future__ import annotations
@@ -87,9 +91,26 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from paperlib.loraild.sweep import run_sweep
     from paperlib.loraild.tables import results_frame, table1
 
+    from paperlib.loraild.dispatch import parse_shard
+
     base = config_from_args(args, SWEEP_SKIP)
-    res = run_sweep(base, args.tasks, args.methods, args.seeds, progress=base.progress is not False,
-                    workers=args.workers)
+    try:
+        shard = parse_shard(args.shard) if args.shard else None
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    try:
+        res = run_sweep(base, args.tasks, args.methods, args.seeds, progress=base.progress is not False,
+                        workers=args.workers, backend=args.backend, address=args.address, shard=shard,
+                        teachers_only=args.teachers_only)
+    except RuntimeError as err:
+        if "needs Ray" not in str(err):
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if args.teachers_only:
+        print(f"teachers ready for {', '.join(res.teachers) or 'no task (no KD method)'}")
+        return 0
     print(f"ran {len(res.ran)} run(s), {len(res.skipped)} already finished")
     print(table1(results_frame(res.results)).to_markdown())
     return 0
@@ -107,8 +128,17 @@ def register(subparsers) -> None:
     s.add_argument("--tasks", nargs="+", default=["rotten_tomatoes"], choices=ALL_TASKS)
     s.add_argument("--methods", nargs="+", default=list(METHOD_NAMES), choices=METHOD_NAMES)
     s.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
-    s.add_argument("--workers", type=int, default=1,
-                   help="runs trained at a time in separate CPU processes (default 1; 2 suits a 2-core CPU)")
+    s.add_argument("--workers", type=int, default=None,
+                   help="runs trained at a time, each in its own process (default: one per GPU on a GPU "
+                        "machine, pinned to it; 1 on a CPU, where 2 suits a 2-core machine)")
+    s.add_argument("--backend", choices=["local", "ray"], default="local",
+                   help="local processes, or one Ray task per run (pip install 'paperlib[ray]')")
+    s.add_argument("--address", default=None,
+                   help="Ray cluster address ('auto': the running cluster; default: a local Ray instance)")
+    s.add_argument("--shard", default=None, metavar="K/N",
+                   help="only runs K, K+N, K+2N, ... of the grid (0 <= K < N), e.g. $SLURM_ARRAY_TASK_ID/N")
+    s.add_argument("--teachers-only", action="store_true",
+                   help="train the stage-1 teachers and cache their outputs, then stop (before a job array)")
     _add_config_options(s, SWEEP_SKIP)
     s.set_defaults(func=cmd_sweep)
 

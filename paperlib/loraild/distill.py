@@ -13,6 +13,7 @@ from torch import nn
 
 from paperlib.loraild.config import MethodSpec, TaskSpec
 from paperlib.loraild.features import LoraFeatureRecorder, align_teacher, concat_tokens
+from paperlib.loraild.fused_lora import FusedLoraRecorder
 from paperlib.loraild.losses import RailKDHead, ce_loss, ild_loss, kd_loss, pooled_layers
 from paperlib.loraild.models import encoder_layers, forward_kwargs
 from paperlib.loraild.teacher_cache import TeacherBatch
@@ -43,7 +44,7 @@ class DistillModel(nn.Module):
 
     def __init__(self, student: nn.Module, method: MethodSpec, task: TaskSpec, n_teacher_layers: int,
                  teacher_hidden: int, rail_dim: int = 32, temperature: float = 1.0,
-                 mask_padding: bool = True):
+                 mask_padding: bool = True, fused_lora: bool = True):
         super().__init__()
         self.student = student
         self.method, self.task = method, task
@@ -54,7 +55,9 @@ class DistillModel(nn.Module):
         if method.inter in ("rail_c", "rail_l"):
             self.rail = RailKDHead(method.inter[-1], teacher_hidden, student.config.hidden_size,
                                    n_teacher_layers, self.n_student_layers, rail_dim)
-        self.recorder = LoraFeatureRecorder(student) if method.student_lora else None
+        # fused q/k/v LoRA records the features without extra kernels (fused_lora); hooks otherwise
+        recorder = FusedLoraRecorder if fused_lora else LoraFeatureRecorder
+        self.recorder = recorder(student) if method.student_lora else None
 
     @property
     def needs_hidden(self) -> bool:

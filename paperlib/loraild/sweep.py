@@ -3,25 +3,28 @@
 The teacher of each task is trained (or found) first; every student run then reuses it and its
 cached outputs.  Results are read back from the JSON files, so a repeated sweep costs seconds.
 
-On a CPU, ``workers=2`` runs two students at a time in separate processes of one thread each:
-on two cores that is about 1.3x the throughput of one process with two threads, and it does not
-collapse when another program keeps a core busy.  Results do not depend on ``workers`` (every run
-is seeded on its own).
+On a machine with N GPUs the sweep trains N runs at once, one per GPU, each in its own process
+(job-level parallelism: the runs of a sweep are small and independent).  On a CPU, ``workers=2``
+runs two students at a time in separate processes of one thread each: on two cores that is about
+1.3x the throughput of one process with two threads, and it does not collapse when another program
+keeps a core busy.  ``backend="ray"`` hands the runs to a Ray cluster, ``shard`` splits the grid
+for a job array (:mod:`dispatch`).  Results do not depend on where runs execute (every run is
+seeded on its own).
 """
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 from collections.abc import Iterable
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 
 from accelerate import PartialState
 from tqdm import tqdm
 
 from paperlib.loraild.config import METHOD_NAMES, METHODS, RunConfig, check_method, check_task
-from paperlib.loraild.train import is_finished, load_result, needed_parts, precompute_teacher, run, train_teacher
+from paperlib.loraild.dispatch import (LocalPool, RayPool, absolute, plan_workers, precompute, ray_connect,
+                                      ray_gpus_per_run, shard_configs, under_launcher)
+from paperlib.loraild.train import is_finished, load_result, needed_parts, run, teacher_finished, train_teacher
 
 
 @dataclass
@@ -46,40 +49,44 @@ def sweep_configs(base: RunConfig, tasks: Iterable[str], methods: Iterable[str] 
 
 
 def default_workers(device: str | None) -> int:
-    """Parallel runs for a sweep: one per core (at most 2) on a CPU, 1 on a GPU or under ``accelerate launch``."""
-    import torch
-
-    on_cpu = device == "cpu" or (device is None and not torch.cuda.is_available())
-    if not on_cpu or PartialState().num_processes > 1:
+    """Parallel runs for a sweep: one per GPU; one per core (at most 2) on a CPU; 1 under ``accelerate launch``."""
+    if under_launcher() or PartialState().num_processes > 1:
         return 1
-    return max(1, min(2, os.cpu_count() or 1))
+    plan = plan_workers(device, None)
+    return plan.workers if plan.gpus else max(1, min(2, os.cpu_count() or 1))
 
 
-def _init_worker(threads: int) -> None:
-    import torch
-
-    from paperlib.children import exit_with_parent
-
-    exit_with_parent()  # a killed sweep takes its workers with it
-    torch.set_num_threads(threads)
+def _teacher_jobs(configs: list[RunConfig]) -> dict[str, tuple[RunConfig, tuple[str, ...]]]:
+    """Per task with KD runs: its first config and every teacher output its runs read."""
+    jobs = {}
+    for cfg in configs:
+        if cfg.task in jobs:
+            continue
+        task_cfgs = [c for c in configs if c.task == cfg.task and METHODS[c.method].kd]
+        if task_cfgs:
+            parts = tuple(sorted({p for c in task_cfgs for p in needed_parts(c.resolved())}))
+            jobs[cfg.task] = (cfg.replace(progress=False), parts)
+    return jobs
 
 
 def run_sweep(base: RunConfig, tasks: Iterable[str], methods: Iterable[str] = METHOD_NAMES,
-              seeds: Iterable[int] = range(5), progress: bool = True, workers: int = 1) -> SweepResult:
-    """Run (or resume, or skip) every run of the sweep; returns all results (in sweep order)."""
-    configs = sweep_configs(base, tasks, methods, seeds)
-    teachers: dict[str, dict] = {}
-    for cfg in configs:
-        if cfg.task in teachers:
-            continue
-        task_cfgs = [c for c in configs if c.task == cfg.task and METHODS[c.method].kd]
-        if not task_cfgs:
-            continue
-        if workers > 1:  # workers only read the teacher's outputs: compute every part they need now
-            parts = tuple(sorted({p for c in task_cfgs for p in needed_parts(c.resolved())}))
-            teachers[cfg.task] = precompute_teacher(cfg.replace(progress=False), parts)
-        else:
-            teachers[cfg.task] = train_teacher(cfg.replace(progress=False))
+              seeds: Iterable[int] = range(5), progress: bool = True, workers: int | None = 1,
+              backend: str = "local", address: str | None = None, shard: tuple[int, int] | None = None,
+              teachers_only: bool = False) -> SweepResult:
+    """Run (or resume, or skip) every run of the sweep; returns all results (in sweep order).
+
+    ``backend="local"``: ``workers`` processes (``None``: one per GPU on a GPU machine, else 1;
+    :func:`~paperlib.loraild.dispatch.plan_workers`), or this process when that is 1.
+    ``backend="ray"``: every run a Ray task on the cluster at ``address`` (``"auto"``: the running
+    cluster; ``None``: a local instance) asking for one GPU (none on a CPU-only cluster); results go
+    to ``results_dir``, which every node must see.  ``shard=(K, N)`` keeps runs ``K, K+N, ...``
+    (a SLURM job array).  Stage-1 teachers and their cached outputs are computed once, before any
+    run starts; ``teachers_only`` stops there.
+    """
+    if backend not in ("local", "ray"):
+        raise ValueError(f"backend must be 'local' or 'ray', not {backend!r}")
+    configs = shard_configs(sweep_configs(base, tasks, methods, seeds), shard)
+    teacher_jobs = _teacher_jobs(configs)
     results: list[dict | None] = [None] * len(configs)
     ran, skipped, todo = [], [], []
     for i, cfg in enumerate(configs):
@@ -89,22 +96,38 @@ def run_sweep(base: RunConfig, tasks: Iterable[str], methods: Iterable[str] = ME
         else:
             todo.append(i)
     show = progress and PartialState().is_main_process
-    if workers <= 1:
-        bar = tqdm(todo, desc="runs", disable=not show)
-        for i in bar:
-            cfg = configs[i]
-            bar.set_postfix_str(f"{cfg.task}/{cfg.method}/seed{cfg.seed}")
-            results[i] = run(cfg.replace(progress=False) if progress else cfg)
-            ran.append((cfg.task, cfg.method, cfg.seed))
-    elif todo:
-        threads = max(1, (os.cpu_count() or 1) // workers)
-        ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(threads,)) as pool:
-            futures = {pool.submit(run, configs[i].replace(progress=False)): i for i in todo}
-            for fut in tqdm(as_completed(futures), total=len(futures), desc="runs", disable=not show):
-                i = futures[fut]
-                results[i] = fut.result()
-        ran = [(configs[i].task, configs[i].method, configs[i].seed) for i in todo]
+    if teachers_only:
+        todo = []
+    # teachers (and caches) are prepared for tasks with runs to do; the others' summaries are read back
+    pending = set(teacher_jobs) if teachers_only else {configs[i].task for i in todo}
+    teachers = {t: train_teacher(c) for t, (c, _) in teacher_jobs.items() if t not in pending and teacher_finished(c)}
+    teacher_jobs = {t: job for t, job in teacher_jobs.items() if t not in teachers}
+    if backend == "ray":
+        ray = ray_connect(address)
+        pool = RayPool(ray, ray_gpus_per_run(ray, base.device))
+        jobs = {t: (absolute(c), p) for t, (c, p) in teacher_jobs.items()}
+        teachers.update(pool.map_unordered(precompute, jobs))
+        runs = {i: (absolute(configs[i].replace(progress=False)),) for i in todo}
+        for i, res in tqdm(pool.map_unordered(run, runs), total=len(runs), desc="runs", disable=not show):
+            results[i] = res
+    else:
+        plan = plan_workers(base.device, workers)
+        if plan.workers <= 1:
+            teachers.update({t: precompute(c, p) if teachers_only else train_teacher(c)
+                             for t, (c, p) in teacher_jobs.items()})
+            bar = tqdm(todo, desc="runs", disable=not show)
+            for i in bar:
+                cfg = configs[i]
+                bar.set_postfix_str(f"{cfg.task}/{cfg.method}/seed{cfg.seed}")
+                results[i] = run(cfg.replace(progress=False) if progress else cfg)
+                ran.append((cfg.task, cfg.method, cfg.seed))
+            return SweepResult([r for r in results if r is not None], teachers, ran, skipped)
+        with LocalPool(plan) as pool:  # workers only read the teacher's outputs: every part they need, first
+            teachers.update(pool.map_unordered(precompute, teacher_jobs))
+            runs = {i: (configs[i].replace(progress=False),) for i in todo}
+            for i, res in tqdm(pool.map_unordered(run, runs), total=len(runs), desc="runs", disable=not show):
+                results[i] = res
+    ran = [(configs[i].task, configs[i].method, configs[i].seed) for i in todo]
     return SweepResult([r for r in results if r is not None], teachers, ran, skipped)
 
 

@@ -1,0 +1,194 @@
+"""Where a sweep's runs execute: a pool of local processes (one per GPU, or per CPU core) or a Ray cluster.
+
+Job-level parallelism: every run is an independent, seeded job, so N GPUs train N runs at once
+(each process sees one GPU through ``CUDA_VISIBLE_DEVICES``, set before CUDA starts in it) and a
+Ray cluster runs each as a task asking for one GPU.  The sweep (:mod:`sweep`) decides *what* runs
+(finished runs skipped, each run submitted once, stage-1 teachers and their cached outputs
+computed first); this module decides *where*.
+"""
+
+from __future__ import annotations
+
+import gc
+import multiprocessing
+import os
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+
+from paperlib.loraild.config import RunConfig
+
+
+@dataclass(frozen=True)
+class WorkerPlan:
+    """``workers`` processes; worker ``w`` gets the environment ``envs[w]`` and ``threads`` CPU threads."""
+
+    workers: int
+    envs: tuple[dict[str, str], ...]
+    threads: int
+
+    @property
+    def gpus(self) -> list[str]:
+        return [e["CUDA_VISIBLE_DEVICES"] for e in self.envs if "CUDA_VISIBLE_DEVICES" in e]
+
+
+def visible_gpus() -> list[str]:
+    """GPU ids this process may use (``CUDA_VISIBLE_DEVICES`` entries, else ``0 .. count-1``)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return []
+    n = torch.cuda.device_count()
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    ids = [s.strip() for s in env.split(",") if s.strip()] if env else [str(i) for i in range(n)]
+    return ids[:n]
+
+
+def under_launcher() -> bool:
+    """Started by ``accelerate launch`` / torchrun with several processes (each run is then data-parallel)."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def plan_workers(device: str | None, workers: int | None) -> WorkerPlan:
+    """How many runs at once, and on which GPU each process trains.
+
+    - under a multi-process launcher: 1 (every run is data-parallel over the launched processes);
+    - on GPUs (``device`` not ``"cpu"`` and a GPU visible): ``workers`` or, by default, one per
+      GPU; worker ``w`` sees GPU ``w mod n_gpus`` only;
+    - on the CPU: ``workers`` (default 1), each with ``cores // workers`` threads.
+    """
+    if workers is not None and workers < 1:
+        raise ValueError(f"workers must be at least 1, not {workers}")
+    if under_launcher():
+        return WorkerPlan(1, ({},), 0)
+    gpus = [] if device == "cpu" else visible_gpus()
+    cores = os.cpu_count() or 1
+    if gpus:
+        n = workers or len(gpus)
+        return WorkerPlan(n, tuple({"CUDA_VISIBLE_DEVICES": gpus[w % len(gpus)]} for w in range(n)),
+                          max(1, cores // n))
+    n = workers or 1
+    return WorkerPlan(n, tuple({} for _ in range(n)), max(1, cores // n))
+
+
+def shard_configs(configs: list[RunConfig], shard: tuple[int, int] | None) -> list[RunConfig]:
+    """Shard ``K`` of ``N`` (0-based): runs ``K, K + N, K + 2N, ...`` of the sweep's order."""
+    if shard is None:
+        return configs
+    k, n = shard
+    if not (n >= 1 and 0 <= k < n):
+        raise ValueError(f"shard must be K/N with 0 <= K < N, not {k}/{n}")
+    return configs[k::n]
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"3/8"`` -> ``(3, 8)``; one clear error for anything else."""
+    try:
+        k, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise ValueError(f"--shard takes K/N (e.g. 0/4, with 0 <= K < N), not {text!r}") from None
+    shard_configs([], (k, n))
+    return k, n
+
+
+def absolute(cfg: RunConfig) -> RunConfig:
+    """``cfg`` with its local paths (results, GLUE folder, model folders) made absolute, so that a
+    worker started elsewhere (another working directory, another node) finds the same files."""
+    changes = {"results_dir": str(Path(cfg.results_dir).expanduser().resolve())}
+    for key in ("glue_dir", "teacher", "student", "tokenizer"):
+        v = getattr(cfg, key)
+        if v and Path(v).expanduser().exists():
+            changes[key] = str(Path(v).expanduser().resolve())
+    return cfg.replace(**changes)
+
+
+def precompute(cfg: RunConfig, parts: tuple[str, ...]) -> dict:
+    """Stage 1 and the cached teacher outputs ``parts`` (in a worker), then free the teacher's memory."""
+    import torch
+
+    from paperlib.loraild import teacher as teacher_mod
+
+    summary = teacher_mod.precompute_teacher(cfg, parts)
+    teacher_mod._TEACHERS.clear()  # later runs in this worker read the cache, not the model
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return summary
+
+
+def _init_worker(threads: int, envs) -> None:
+    os.environ.update(envs.get())  # before anything in this process starts CUDA
+    import torch
+
+    from paperlib.children import exit_with_parent
+
+    exit_with_parent()  # a killed sweep takes its workers with it
+    torch.set_num_threads(threads)
+
+
+class LocalPool:
+    """A ``spawn`` process pool following a :class:`WorkerPlan` (``with LocalPool(plan) as pool: ...``)."""
+
+    def __init__(self, plan: WorkerPlan):
+        ctx = multiprocessing.get_context("spawn")
+        envs = ctx.Queue()
+        for env in plan.envs:
+            envs.put(env)
+        self._pool = ProcessPoolExecutor(plan.workers, mp_context=ctx, initializer=_init_worker,
+                                         initargs=(plan.threads, envs))
+
+    def __enter__(self) -> "LocalPool":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=exc[0] is not None)
+
+    def map_unordered(self, fn: Callable, jobs: dict[int, tuple]) -> Iterator[tuple[int, object]]:
+        """``(key, fn(*args))`` for every ``key: args`` of ``jobs``, as they finish."""
+        futures = {self._pool.submit(fn, *args): key for key, args in jobs.items()}
+        for fut in as_completed(futures):
+            yield futures[fut], fut.result()
+
+
+# --- Ray ---------------------------------------------------------------------------------------
+
+def import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise RuntimeError("--backend ray needs Ray: pip install 'paperlib[ray]' (or pip install ray)") from None
+    return ray
+
+
+def ray_connect(address: str | None, **init_kwargs):
+    """``ray.init(address)`` unless this process is already connected; returns the ``ray`` module."""
+    ray = import_ray()
+    if not ray.is_initialized():
+        ray.init(address=address, log_to_driver=False, **init_kwargs)
+    return ray
+
+
+def ray_gpus_per_run(ray, device: str | None) -> float:
+    """1 GPU per run when the cluster has GPUs and the runs are not forced onto the CPU, else 0."""
+    return 1.0 if device != "cpu" and ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+
+
+class RayPool:
+    """Each job a Ray task asking for ``gpus`` GPUs and one CPU; Ray retries a task whose worker died
+    (``max_retries``), and the run then resumes from its last checkpoint in the shared folder."""
+
+    def __init__(self, ray, gpus: float, max_retries: int = 3):
+        self.ray, self.gpus, self.max_retries = ray, gpus, max_retries
+
+    def map_unordered(self, fn: Callable, jobs: dict[int, tuple]) -> Iterator[tuple[int, object]]:
+        remote = self.ray.remote(fn).options(num_gpus=self.gpus, num_cpus=1, max_retries=self.max_retries)
+        pending = {remote.remote(*args): key for key, args in jobs.items()}
+        while pending:
+            done, _ = self.ray.wait(list(pending), num_returns=1)
+            for ref in done:
+                yield pending.pop(ref), self.ray.get(ref)
+
+
+__all__ = ["WorkerPlan", "visible_gpus", "under_launcher", "plan_workers", "shard_configs", "parse_shard",
+           "absolute", "precompute", "LocalPool", "import_ray", "ray_connect", "ray_gpus_per_run", "RayPool"]

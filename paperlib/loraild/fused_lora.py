@@ -1,0 +1,136 @@
+"""The student's q/k/v LoRA of one layer as one product, and its LoRA-A features recorded for free.
+
+peft computes each adapter on its own: ``y_m = W_m x + s B_m A_m dropout_m(x)`` for m in query,
+key, value, five kernels each (dropout, two products, scale, add) plus their backward, and the
+feature recorder (:class:`~paperlib.loraild.features.LoraFeatureRecorder`) keeps each ``A_m`` output
+and stacks them afterwards.  At the paper's sizes in bf16 the LoRAILD step is bound by these
+kernel launches (``bench/README.md``).  Here, per layer, with ``N = B T`` tokens:
+
+- ``H = [A_q dropout_q(x); A_k dropout_k(x); A_v dropout_v(x)]`` ``[3, N, r]`` is one batched
+  product of three independently dropped-out copies of ``x`` (training; one dropout kernel on
+  ``[3, N, d]``) or one ``[N, d] x [d, 3r]`` product (no dropout);
+- ``y_m = addmm(W_m x, H_m, B_m^T, alpha=s)``: the LoRA update and its scaling in one kernel;
+- ``H`` *is* the layer's feature record ``h_x`` of eq. 3 (``[B, T, 3, r]``), nothing extra.
+
+The arithmetic is LoRA's (``s = alpha / r``), the parameters and state-dict names are peft's,
+dropout masks stay independent per module (they come from another random stream than peft's, so
+runs with dropout differ from unfused runs as two seeds' dropout would; without dropout they agree
+to rounding: ``tests/loraild/test_loraild_fused_lora.py``).  It patches the three modules'
+``forward`` (an instance attribute, removed by :meth:`FusedLoraRecorder.remove`).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from paperlib.loraild.models import LORA_TARGETS, encoder_layers
+
+
+def _qkv_modules(layer: nn.Module, adapter: str) -> list[nn.Module]:
+    found = {}
+    for name, module in layer.named_modules():
+        leaf = name.rsplit(".", 1)[-1]
+        if leaf in LORA_TARGETS and hasattr(module, "lora_A") and adapter in module.lora_A:
+            found[leaf] = module
+    if set(found) != set(LORA_TARGETS):
+        raise ValueError(f"layer has LoRA on {sorted(found)}, expected {LORA_TARGETS}")
+    return [found[m] for m in LORA_TARGETS]
+
+
+def _dropout_p(module: nn.Module, adapter: str) -> float:
+    drop = module.lora_dropout[adapter]
+    return float(drop.p) if isinstance(drop, nn.Dropout) else 0.0
+
+
+class FusedLoraRecorder:
+    """Fused q/k/v LoRA for every layer of a peft student, recording ``[B, T, 3, r]`` per layer.
+
+    The same interface as :class:`~paperlib.loraild.features.LoraFeatureRecorder` (``n_layers``,
+    :meth:`get`, :meth:`stacked`, :meth:`clear`, :meth:`remove`).
+    """
+
+    def __init__(self, model: nn.Module, adapter: str = "default"):
+        self.adapter = adapter
+        self.layers = [_qkv_modules(layer, adapter) for layer in encoder_layers(model)]
+        self.n_layers = len(self.layers)
+        for mods in self.layers:
+            for m in mods:
+                if getattr(m, "lora_variant", None) and adapter in m.lora_variant:
+                    raise ValueError("fused LoRA supports plain LoRA only (no DoRA or other variants)")
+            if len({_dropout_p(m, adapter) for m in mods}) != 1:
+                raise ValueError("fused LoRA needs the same dropout on query, key and value")
+        self._inputs: list[torch.Tensor | None] = [None] * self.n_layers
+        self._feats: list[torch.Tensor | None] = [None] * self.n_layers  # [3, N, r]
+        self._shapes: list[tuple[int, ...] | None] = [None] * self.n_layers
+        for li, mods in enumerate(self.layers):
+            for mi, m in enumerate(mods):
+                m.forward = self._forward(li, mi, m)
+
+    def _features(self, li: int, x: torch.Tensor) -> torch.Tensor:
+        """``[3, N, r]`` LoRA-A outputs of query, key, value for the layer input ``x``."""
+        mods = self.layers[li]
+        a = torch.stack([m.lora_A[self.adapter].weight for m in mods])  # [3, r, d]
+        x2 = x.reshape(-1, x.shape[-1])
+        p = _dropout_p(mods[0], self.adapter)
+        if p > 0 and mods[0].lora_dropout[self.adapter].training:
+            xs = F.dropout(x2.expand(3, *x2.shape), p, True)  # three independent masks
+            return torch.bmm(xs, a.transpose(1, 2))
+        r = a.shape[1]
+        return (x2 @ a.reshape(3 * r, -1).T).view(-1, 3, r).transpose(0, 1)
+
+    def _forward(self, li: int, mi: int, m: nn.Module):
+        original = type(m).forward.__get__(m)
+        scale = m.scaling[self.adapter]
+        lora_b = m.lora_B[self.adapter]
+
+        def forward(x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+            if args or kwargs or m.disable_adapters or m.merged or self.adapter not in m.active_adapters:
+                return original(x, *args, **kwargs)
+            base = m.base_layer(x)
+            # query (called first) computes the layer's features; key and value reuse them when they
+            # see the same tensor.  Query never reads the previous call's state, so a compiled student
+            # is not re-traced when a pass leaves it behind (evaluation does not clear the recorder).
+            if mi == 0 or self._inputs[li] is not x:
+                self._inputs[li] = x
+                self._feats[li] = self._features(li, x)
+                self._shapes[li] = tuple(x.shape[:-1])
+            h = self._feats[li][mi]
+            out = torch.addmm(base.reshape(-1, base.shape[-1]), h, lora_b.weight.T, alpha=scale)
+            return out.view(base.shape)
+
+        return forward
+
+    def get(self, layer: int, module: str) -> torch.Tensor:
+        h = self._feats[layer]
+        if h is None:
+            raise RuntimeError("no features recorded; run a forward pass first")
+        return h[LORA_TARGETS.index(module)].reshape(*self._shapes[layer], -1)
+
+    def stacked(self) -> torch.Tensor:
+        """``[batch, tokens, layers, 3, r]`` of the last forward pass."""
+        if any(h is None for h in self._feats):
+            raise RuntimeError("no features recorded; run a forward pass first")
+        per_layer = [h.transpose(0, 1).reshape(*shape, 3, h.shape[-1]) for h, shape in zip(self._feats, self._shapes)]
+        return torch.stack(per_layer, dim=2)
+
+    def clear(self) -> None:
+        self._inputs = [None] * self.n_layers
+        self._feats = [None] * self.n_layers
+
+    def remove(self) -> None:
+        """Give the modules back their own (peft) forward."""
+        for mods in self.layers:
+            for m in mods:
+                m.__dict__.pop("forward", None)
+        self.clear()
+
+    def __enter__(self) -> "FusedLoraRecorder":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.remove()
+
+
+__all__ = ["FusedLoraRecorder"]

@@ -1,0 +1,87 @@
+"""Where a sweep's runs execute: one process per GPU, shards of the grid, a Ray cluster (local, CPU)."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import time
+
+import pytest
+
+from paperlib.loraild import dispatch
+from paperlib.loraild.dispatch import LocalPool, WorkerPlan, parse_shard, plan_workers, shard_configs
+from paperlib.loraild.sweep import default_workers, run_sweep, sweep_configs
+
+
+def test_one_worker_per_gpu_each_pinned_to_its_own(monkeypatch):
+    monkeypatch.setattr(dispatch, "visible_gpus", lambda: ["2", "5"])
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    plan = plan_workers(None, None)
+    assert plan.workers == 2 and plan.gpus == ["2", "5"]
+    assert plan_workers("cuda", 4).gpus == ["2", "5", "2", "5"]  # more workers than GPUs: round robin
+    assert plan_workers("cpu", None).workers == 1 and plan_workers("cpu", None).gpus == []
+    assert default_workers(None) == 2
+    monkeypatch.setenv("WORLD_SIZE", "2")  # under accelerate launch every run is data-parallel instead
+    assert plan_workers(None, None).workers == 1
+    with pytest.raises(ValueError, match="workers must be at least 1"):
+        plan_workers(None, 0)
+
+
+def test_pool_workers_see_only_their_environment():
+    """Each spawned worker applies its plan entry before running anything (CUDA_VISIBLE_DEVICES)."""
+    plan = WorkerPlan(2, ({"PAPERLIB_SLOT": "a"}, {"PAPERLIB_SLOT": "b"}), 1)
+    assert "PAPERLIB_SLOT" not in os.environ
+    with LocalPool(plan) as pool:
+        seen = dict(pool.map_unordered(os.getenv, {i: ("PAPERLIB_SLOT",) for i in range(6)}))
+    assert sorted(seen) == list(range(6)) and set(seen.values()) <= {"a", "b"}
+
+
+def test_shards_partition_the_grid(tiny):
+    configs = sweep_configs(tiny.config(), ["sst2", "rte"], ["wo_kd", "vanilla_kd", "loraild_fixed"], [0, 1])
+    shards = [shard_configs(configs, (k, 4)) for k in range(4)]
+    keys = [(c.task, c.method, c.seed) for s in shards for c in s]
+    assert sorted(keys) == sorted((c.task, c.method, c.seed) for c in configs) and len(set(keys)) == len(keys)
+    assert parse_shard("3/4") == (3, 4)
+    for bad in ("4/4", "x", "1/0", "-1/2"):
+        with pytest.raises(ValueError, match="K/N"):
+            parse_shard(bad)
+
+
+def test_teachers_first_then_shards_run_each_run_once(tiny):
+    base = tiny.config(results_dir=str(tiny.root / "shards"))
+    methods, seeds = ["wo_kd", "vanilla_kd", "loraild_fixed"], [0]
+    ready = run_sweep(base, ["sst2"], methods, seeds, progress=False, teachers_only=True)
+    assert ready.ran == [] and list(ready.teachers) == ["sst2"]
+    cache = next((tiny.root / "shards").rglob("cache-*"))
+    assert {p.name.split(".")[0] for p in cache.iterdir()} >= {"logits", "lora"}  # both KD methods' parts, first
+    a = run_sweep(base, ["sst2"], methods, seeds, progress=False, shard=(0, 2))
+    b = run_sweep(base, ["sst2"], methods, seeds, progress=False, shard=(1, 2))
+    assert sorted(a.ran + b.ran) == sorted(("sst2", m, 0) for m in methods) and not set(a.ran) & set(b.ran)
+    whole = run_sweep(base, ["sst2"], methods, seeds, progress=False)
+    assert whole.ran == [] and len(whole.results) == 3
+
+
+@pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="ray is not installed (pip install 'paperlib[ray]')")
+def test_ray_backend_on_a_local_cpu_instance(tiny, tmp_path):
+    """Every run a Ray task (no GPU here: num_gpus=0); same results as in this process; a second
+    sweep skips every finished run (resuming is ``run``'s own, tested in test_loraild_train)."""
+    import ray
+
+    methods, seeds = ["wo_kd", "loraild_random_epoch"], [0]
+    local = run_sweep(tiny.config(results_dir=str(tmp_path / "local")), ["sst2"], methods, seeds, progress=False)
+    t0 = time.time()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        print(f"ray.init: {time.time() - t0:.1f} s")
+        base = tiny.config(results_dir=str(tmp_path / "ray"))
+        res = run_sweep(base, ["sst2"], methods, seeds, progress=False, backend="ray")
+        assert res.ran == [("sst2", m, 0) for m in methods] and list(res.teachers) == ["sst2"]
+        for a, b in zip(local.results, res.results):
+            assert (a["method"], a["seed"]) == (b["method"], b["seed"])
+            assert b["history"][0]["train"]["loss"] == pytest.approx(a["history"][0]["train"]["loss"], rel=1e-4)
+            assert b["best_valid"] == pytest.approx(a["best_valid"])
+        assert len(list((tmp_path / "ray").rglob("seed0-*.json"))) == 2  # in the shared results folder
+        again = run_sweep(base, ["sst2"], methods, seeds, progress=False, backend="ray")
+        assert again.ran == [] and len(again.skipped) == 2
+    finally:
+        ray.shutdown()
