@@ -18,7 +18,7 @@ import sys
 
 from paperlib.loraild.config import ALL_TASKS, METHOD_NAMES, RunConfig
 
-SKIP = {"profile", "filled"}
+SKIP = {"filled"}
 SWEEP_SKIP = SKIP | {"task", "method", "seed"}
 
 

@@ -126,6 +126,23 @@ EMBEDDED_PROFILE: dict[str, Any] = dict(
 )
 
 
+#: the GPU configuration of the embedded task (issue 14): all-mpnet-base-v2 (12 layers, d = 768)
+#: with LoRA r = 32 teaches its 6-layer every-other-layer student on the whole Rotten Tomatoes
+#: set, with the authors' SST-2 settings per method (SST-2 was built from the same snippets)
+EMBEDDED_GPU_PROFILE: dict[str, Any] = dict(
+    teacher="mpnet-base", student="mpnet-base-half", epochs=20, rank=32, batch_size=128,
+    max_length=64, teacher_epochs=4, max_train=None, max_valid=None, max_test=None,
+    cluster_max_examples=3200, group_by_length=False, test_every_epoch=True, checkpoint=False,
+    settings_from="sst2",
+)
+#: profiles by name (``RunConfig.profile``; empty: "embedded" for embedded tasks, else "paper")
+PROFILES: dict[str, dict[str, Any]] = {"paper": PAPER_PROFILE, "embedded": EMBEDDED_PROFILE,
+                                       "embedded-gpu": EMBEDDED_GPU_PROFILE}
+
+#: the fields :func:`paperlib.loraild.settings.paper_settings` fills
+SETTINGS_FIELDS = ("lr", "weight_decay", "teacher_lr", "ild_start", "curriculum", "curriculum_final")
+
+
 def profile_for(task: str) -> dict[str, Any]:
     return EMBEDDED_PROFILE if task in EMBEDDED_TASKS else PAPER_PROFILE
 
@@ -213,9 +230,14 @@ class RunConfig:
     # "max-autotune", "max-autotune-no-cudagraphs"; None runs eagerly.  An execution choice like
     # ``device``: it is not part of the results' key.
     compile: str | None = None
+    # take the authors' per-method settings (lr, weight decay, curriculum start / schedule / final,
+    # teacher lr) of this GLUE task for another task: the GPU configuration of the embedded
+    # Rotten Tomatoes task uses "sst2", the task built from the same snippets
+    settings_from: str | None = None
     progress: bool = True
-    # filled by resolved(); not meant to be set by hand
+    # a name of PROFILES ("paper", "embedded", "embedded-gpu"); empty: the task's own (resolved() fills it)
     profile: str = field(default="", compare=False)
+    # filled by resolved(); not meant to be set by hand
     filled: tuple[str, ...] = field(default=(), compare=False)  # the fields resolved() filled in
 
     # --- derived -------------------------------------------------------------------------
@@ -239,7 +261,8 @@ class RunConfig:
         weight decay and curriculum when resolved again, not those resolved for ``base``'s method.)
         """
         if self.filled and {"task", "method"} & changes.keys():
-            changes = {name: None for name in self.filled} | {"profile": "", "filled": ()} | changes
+            cleared = {name: ("" if name == "profile" else None) for name in self.filled}
+            changes = cleared | {"filled": ()} | changes
         return dataclasses.replace(self, **changes)
 
     def resolved(self) -> "RunConfig":
@@ -249,7 +272,12 @@ class RunConfig:
             raise ValueError(f"curriculum must be 'sharp' or 'smooth', not {self.curriculum!r}")
         if self.cluster_features not in CLUSTER_FEATURES:
             raise ValueError(f"cluster_features must be one of {CLUSTER_FEATURES}, not {self.cluster_features!r}")
-        prof = profile_for(self.task)
+        if self.profile and self.profile not in PROFILES:
+            raise ValueError(f"profile must be one of {tuple(PROFILES)}, not {self.profile!r}")
+        prof = PROFILES[self.profile] if self.profile else profile_for(self.task)
+        settings_from = self.settings_from or prof.get("settings_from")
+        if settings_from is not None:  # the authors' settings win over the profile's
+            prof = {k: v for k, v in prof.items() if k not in SETTINGS_FIELDS}
         vals = {}
         filled = []
         for f in dataclasses.fields(self):
@@ -258,11 +286,13 @@ class RunConfig:
                 v = prof[f.name]
                 filled.append(f.name)
             vals[f.name] = v
-        if self.task in EMBEDDED_TASKS:
+        if settings_from is not None and settings_from not in authors.TASK_ORDER:
+            raise ValueError(f"settings_from must be one of {authors.TASK_ORDER}, not {settings_from!r}")
+        if self.task in EMBEDDED_TASKS and settings_from is None:
             fill = {"weight_decay": authors.WEIGHT_DECAY[self.method][0], "ild_start": spec.ild_start,
                     "curriculum": "sharp", "curriculum_final": spec.curriculum_final}
         else:
-            row = authors.paper_settings(self.task, self.method)
+            row = authors.paper_settings(settings_from or self.task, self.method)
             fill = {"lr": row.lr, "weight_decay": row.weight_decay, "teacher_lr": row.teacher_lr,
                     "ild_start": spec.ild_start if row.ild_start is None else row.ild_start,
                     "curriculum": row.curriculum or "sharp",
@@ -279,7 +309,9 @@ class RunConfig:
             vals["tokenizer"] = vals["teacher"]
             filled.append("tokenizer")
         vals["cluster_methods"] = tuple(vals["cluster_methods"])
-        vals["profile"] = "embedded" if self.task in EMBEDDED_TASKS else "paper"
+        if not self.profile:
+            vals["profile"] = "embedded" if self.task in EMBEDDED_TASKS else "paper"
+            filled.append("profile")
         vals["filled"] = tuple(dict.fromkeys(self.filled + tuple(filled)))
         out = RunConfig(**vals)
         if method.curriculum and out.ild_start >= out.epochs:

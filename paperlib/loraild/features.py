@@ -21,20 +21,23 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-from paperlib.loraild.models import LORA_TARGETS, encoder_layers
+from paperlib.loraild.models import LORA_TARGETS, encoder_layers, lora_targets
 
 
 def lora_a_modules(model: nn.Module, adapter: str = "default") -> list[dict[str, nn.Module]]:
-    """Per layer, the ``lora_A`` linear maps of query / key / value."""
+    """Per layer, the ``lora_A`` linear maps of the query / key / value projections, keyed by role
+    (``query``, ``key``, ``value``) whatever the architecture names them (MPNet: ``q``, ``k``, ``v``)."""
+    names = lora_targets(model)
+    role = dict(zip(names, LORA_TARGETS))
     out = []
     for i, layer in enumerate(encoder_layers(model)):
         found: dict[str, nn.Module] = {}
         for name, module in layer.named_modules():
             leaf = name.rsplit(".", 1)[-1]
-            if leaf in LORA_TARGETS and hasattr(module, "lora_A") and adapter in module.lora_A:
-                found[leaf] = module.lora_A[adapter]
+            if leaf in role and hasattr(module, "lora_A") and adapter in module.lora_A:
+                found[role[leaf]] = module.lora_A[adapter]
         if set(found) != set(LORA_TARGETS):
-            raise ValueError(f"layer {i} has LoRA on {sorted(found)}, expected {LORA_TARGETS}")
+            raise ValueError(f"layer {i} has LoRA on {sorted(found)}, expected {names}")
         out.append({m: found[m] for m in LORA_TARGETS})
     return out
 

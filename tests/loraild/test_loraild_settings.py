@@ -88,3 +88,35 @@ def test_embedded_configuration_weight_decay_per_method():
         RunConfig(cluster_features="mean").resolved()
     with pytest.raises(ValueError, match="curriculum"):
         RunConfig(curriculum="steep").resolved()
+
+
+def test_settings_from_another_task_win_over_the_embedded_profile():
+    from paperlib.loraild.config import RunConfig
+    from paperlib.loraild.settings import paper_settings
+
+    for method in ("wo_kd", "rail_kd_c", "loraild_random_epoch"):
+        row = paper_settings("sst2", method)
+        cfg = RunConfig(task="rotten_tomatoes", method=method, settings_from="sst2", epochs=20).resolved()
+        assert (cfg.lr, cfg.weight_decay, cfg.teacher_lr) == (row.lr, row.weight_decay, row.teacher_lr)
+        if row.ild_start is not None:
+            assert (cfg.ild_start, cfg.curriculum) == (row.ild_start, row.curriculum)
+        plain = RunConfig(task="rotten_tomatoes", method=method, epochs=20).resolved()
+        assert plain.lr != row.lr or plain.teacher_lr != row.teacher_lr  # the embedded profile's own
+    with pytest.raises(ValueError, match="settings_from must be one of"):
+        RunConfig(task="rotten_tomatoes", settings_from="imdb").resolved()
+
+
+def test_embedded_gpu_profile_is_the_whole_task_with_sst2_settings():
+    from paperlib.loraild.config import RunConfig
+    from paperlib.loraild.settings import paper_settings
+
+    cfg = RunConfig(task="rotten_tomatoes", method="rail_kd_c", profile="embedded-gpu").resolved()
+    assert (cfg.teacher, cfg.student, cfg.rank, cfg.batch_size) == ("mpnet-base", "mpnet-base-half", 32, 128)
+    assert cfg.max_train is None and cfg.max_valid is None and cfg.max_test is None  # no caps
+    assert cfg.lr == paper_settings("sst2", "rail_kd_c").lr and cfg.settings_from == "sst2"
+    again = cfg.replace(method="loraild_fixed").resolved()  # the chosen profile survives a new method
+    assert again.profile == "embedded-gpu" and again.lr == paper_settings("sst2", "loraild_fixed").lr
+    derived = RunConfig(task="rotten_tomatoes").resolved()
+    assert derived.profile == "embedded" and derived.replace(task="sst2").resolved().profile == "paper"
+    with pytest.raises(ValueError, match="profile must be one of"):
+        RunConfig(profile="laptop").resolved()
