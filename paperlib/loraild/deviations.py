@@ -111,7 +111,8 @@ DEVIATIONS: list[Deviation] = [
     ),
     Deviation(
         topic="Table 2: which module each LoRAILD row holds",
-        original="authors' code: peft 0.7 keeps target_modules as a Python set, whose order of "
+        original="authors' code: their peft (0.7.1) keeps target_modules as a Python set (LoraConfig "
+                 "turns the list into a set; checked here on peft 0.21), whose order of "
                  "'query', 'key', 'value' changes with each process's string hash seed; the analyser "
                  "stacks the modules in that order and average_cluster.py averages the rows by "
                  "position over the 5 runs, so a 'Query' row of their Table 2 can average query, "
