@@ -289,7 +289,7 @@ def test_cli_honours_paperlib_results(tiny, tmp_path, capsys, monkeypatch):
     ("--batch-size", "0", "batch_size must be an integer >= 1"),
     ("--seed", "-1", "seed must be a non-negative integer"),
     ("--max-length", "0", "max_length must be an integer >= 4"),
-    ("--max-length", "500", "max_length 500 exceeds the teacher"),
+    ("--max-length", "500", "max_length 500 exceeds the 79 token positions of the teacher"),
     ("--device", "tpu9", "unknown device 'tpu9'"),
 ])
 def test_bad_settings_are_one_line_errors(tiny, tmp_path, capsys, option, value, expected):
