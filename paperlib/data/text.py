@@ -121,8 +121,8 @@ def _read_jsonl_lines(stream: io.TextIOBase, where: str = "jsonl") -> Iterator[s
 
 
 def _not_utf8(where: str, err: UnicodeDecodeError) -> str:
-    return (f"{where} is not UTF-8 text (byte 0x{err.object[err.start]:02x} at position {err.start} of a "
-            f"chunk); convert it to UTF-8, e.g. iconv -f latin1 -t utf-8")
+    return (f"{where} is not UTF-8 text (byte 0x{err.object[err.start]:02x}); convert it to UTF-8, "
+            f"e.g. iconv -f latin1 -t utf-8")
 
 
 def jsonl_documents(location: str) -> Iterator[str]:

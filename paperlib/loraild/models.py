@@ -193,7 +193,7 @@ def check_tokenizer_fits(tokenizer: PreTrainedTokenizerBase, tokenizer_name: str
                 f"shares the tokenizer or set --tokenizer to the one both use")
         limit = usable_positions(conf)
         if limit is not None and max_length > limit:
-            raise ValueError(f"max_length {max_length} exceeds the {role} {name!r}'s {limit} positions; "
+            raise ValueError(f"max_length {max_length} exceeds the {limit} token positions of the {role} {name!r}; "
                              f"use --max-length {limit} or less")
 
 

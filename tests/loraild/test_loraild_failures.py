@@ -289,7 +289,7 @@ def test_cli_honours_paperlib_results(tiny, tmp_path, capsys, monkeypatch):
     ("--batch-size", "0", "batch_size must be an integer >= 1"),
     ("--seed", "-1", "seed must be a non-negative integer"),
     ("--max-length", "0", "max_length must be an integer >= 4"),
-    ("--max-length", "500", "max_length 500 exceeds the teacher"),
+    ("--max-length", "500", "max_length 500 exceeds the 79 token positions of the teacher"),
     ("--device", "tpu9", "unknown device 'tpu9'"),
 ])
 def test_bad_settings_are_one_line_errors(tiny, tmp_path, capsys, option, value, expected):
@@ -326,3 +326,37 @@ def test_keys_unchanged_by_a_touch_without_new_content(tiny, tmp_path):
     before = experiment_dir(cfg)
     os.utime(glue / "SST-2" / "train.tsv", (1, 1))
     assert experiment_dir(cfg) == before
+
+
+def test_two_identical_runs_at_once_train_once(tiny, tmp_path):
+    """Two processes asked for the same run (two sweeps on one folder): one trains, the other
+    waits for it and reads its result; checkpoints never share a temporary file."""
+    import subprocess
+    import sys
+
+    cfg = tiny.config(method="vanilla_kd", max_train=24, max_valid=8, max_test=8, epochs=2, checkpoint=True,
+                      results_dir=str(tmp_path / "r"))
+    script = tmp_path / "one_run.py"
+    script.write_text(
+        "import json, sys, torch\n"
+        "torch.set_num_threads(1)\n"
+        "import paperlib.loraild.train as t\n"
+        "from paperlib.loraild.config import RunConfig\n"
+        "real = t.build_run_model\n"
+        "def spy(*a, **k):\n"
+        "    print('trained', flush=True)\n"
+        "    return real(*a, **k)\n"
+        "t.build_run_model = spy\n"
+        "r = t.run(RunConfig(**json.loads(sys.argv[1])))\n"
+        "print('best_test', r['best_test'], flush=True)\n")
+    root = Path(__file__).resolve().parents[2]
+    env = dict(os.environ, PYTHONPATH=str(root))
+    settings = json.dumps({k: v for k, v in cfg.to_dict().items() if k != "profile"})
+    procs = [subprocess.Popen([sys.executable, str(script), settings], env=env, stdout=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=900)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    assert sum(o.count("trained") for o in outs) == 1, outs
+    scores = {line for o in outs for line in o.splitlines() if line.startswith("best_test")}
+    assert len(scores) == 1
+    assert not list(Path(cfg.results_dir).rglob("*.tmp"))
