@@ -16,9 +16,11 @@ Baseline predictors (computed on the metric tokens, per pair, over the two-layer
 ``X_i -> X_{i+2}``):
 
 - ``block_influence``: ``1 - E_t cos(X_{i,t}, X_{i+2,t})`` (ShortGPT, Men et al. 2024);
-- ``angular_distance``: ``E_t arccos(cos(X_{i,t}, X_{i+2,t})) / pi`` (Gromov et al. 2024, averaged
-  over all tokens rather than the last one);
-- ``relative_update``: ``E_t ||X_{i+2,t} - X_{i,t}|| / ||X_{i,t}||``.
+- ``angular_distance``: ``E_t arccos(cos(X_{i,t}, X_{i+2,t})) / pi`` averaged over all tokens
+  (this book's reading);
+- ``relative_update``: ``E_t ||X_{i+2,t} - X_{i,t}|| / ||X_{i,t}||``;
+- ``angular_distance_last``: the same angle at the last real token of each sequence only, averaged
+  over sequences (Gromov et al. 2024, who measure at the last token).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from paperlib.swap.blocks import ResidualStack
 from paperlib.swap.indicators import commutator, dep_from_norms, spectral_norms, swap_score, trans
 from paperlib.swap.linear_fit import NormalEquations, window_mean
 
-BASELINES = ("block_influence", "angular_distance", "relative_update")
+BASELINES = ("block_influence", "angular_distance", "relative_update", "angular_distance_last")
 
 
 @dataclass
@@ -97,9 +99,12 @@ def fit_layers(
     eqs: list[NormalEquations] | None = None
     sums = torch.zeros(len(BASELINES), n - 1, dtype=torch.float64, device=device)
     count = 0
+    n_seqs = 0
     for batch in tqdm(batches, desc="pass 1: fit A_i", disable=not progress):
         mask = batch.attention_mask.to(device)
         w = mask.reshape(-1).to(torch.float32)
+        # flat row of each sequence's last real token (batches are right-padded)
+        last = (mask.sum(1) - 1).clamp_min(0) + torch.arange(mask.shape[0], device=device) * mask.shape[1]
         tr = stack.trace(batch.input_ids.to(device), mask)
         if eqs is None:
             eqs = [NormalEquations(tr.hidden[0].shape[-1], device=device) for _ in range(n)]
@@ -112,11 +117,15 @@ def fit_layers(
             sums[0, i] += ((1.0 - c) * w).sum(dtype=torch.float64)
             sums[1, i] += (torch.arccos(c) / math.pi * w).sum(dtype=torch.float64)
             sums[2, i] += _rel_norm(rows[i + 2] - rows[i], rows[i]).sum(dtype=torch.float64)
+            c_last = _cos(rows[i][last], rows[i + 2][last])
+            sums[3, i] += (torch.arccos(c_last) / math.pi).sum(dtype=torch.float64)
         count += batch.n_tokens
+        n_seqs += mask.shape[0]
     if eqs is None:
         raise ValueError("no batches to fit")
     fits = [eq.solve(ridge) for eq in tqdm(eqs, desc="solve", disable=not progress)]
-    means = (sums / count).tolist()
+    denominators = torch.tensor([count, count, count, n_seqs], dtype=torch.float64, device=device)
+    means = (sums / denominators[:, None]).tolist()
     return FitResult(
         A=[f.A for f in fits],
         r2=[f.r2 for f in fits],

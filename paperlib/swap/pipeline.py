@@ -20,7 +20,7 @@ import torch
 from paperlib.data.models import describe_model, load_model
 from paperlib.data.text import load_text
 from paperlib.data.tokens import batches, sequences
-from paperlib.swap.analysis import FitResult, SwapResult, fit_layers, layer_rows, measure_swaps, pair_rows
+from paperlib.swap.analysis import BASELINES, FitResult, SwapResult, fit_layers, layer_rows, measure_swaps, pair_rows
 from paperlib.swap.blocks import ResidualStack
 from paperlib.swap.config import SwapConfig
 
@@ -78,7 +78,10 @@ def run_swap_analysis(
     seconds: dict = {}
 
     text = load_text(config.text)
-    need_model = not (fit_path and fit_path.exists() and swap_path and swap_path.exists())
+    fit = _load_fit(fit_path) if fit_path and fit_path.exists() else None
+    if fit is not None and not set(BASELINES) <= set(fit.baselines):
+        fit = None  # written before a baseline was added: pass 1 runs again
+    need_model = fit is None or not (swap_path and swap_path.exists())
     if need_model and model is None:
         t0 = time.perf_counter()
         model, tokenizer = load_model(config.model, config.device, config.dtype)
@@ -89,9 +92,7 @@ def run_swap_analysis(
         seqs = sequences(tokenizer, docs, n_tokens, config.seq_len)
         return batches(seqs, config.batch_size, tokenizer.pad_token_id)
 
-    if fit_path and fit_path.exists():
-        fit = _load_fit(fit_path)
-    else:
+    if fit is None:
         t0 = time.perf_counter()
         fit = fit_layers(stack, token_batches(text.metric, config.metric_tokens), config.window, config.ridge, progress)
         seconds["pass1"] = time.perf_counter() - t0
