@@ -38,3 +38,13 @@ def as_frame(deviations: list[Deviation]):
     import pandas as pd
 
     return pd.DataFrame([d.as_row() for d in deviations])
+
+
+def styler(deviations: list[Deviation]):
+    """The deviations as a pandas ``Styler`` for the book: one row each, text wrapped, topic first."""
+    frame = as_frame(deviations).set_index("topic")
+    frame.columns = ["paper / authors' code", "this reproduction", "why", "effect", "restores the original"]
+    return (frame.style
+            .set_properties(**{"white-space": "normal", "text-align": "left", "vertical-align": "top",
+                               "min-width": "12em"})
+            .set_table_styles([{"selector": "th", "props": [("text-align", "left"), ("vertical-align", "top")]}]))
