@@ -24,7 +24,7 @@ def table1_summary(t1: "tables.Table1", paper_task: str) -> pd.DataFrame:
         if means.empty:
             continue
         best = means.idxmax()
-        worse = [m[1] for m in t1.underline.index[t1.underline[col]]]
+        worse = [m[1] for m in t1.underline.index[t1.underline[col].to_numpy(dtype=bool)]]
         p_col = paper[(split, label)]
         p_best = p_col.idxmax()
         rows.append({"column": f"{split} {col[1]}", "best method (this build)": best[1],
