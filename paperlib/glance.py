@@ -30,7 +30,8 @@ def table1_summary(t1: "tables.Table1", paper_task: str) -> pd.DataFrame:
         rows.append({"column": f"{split} {col[1]}", "best method (this build)": best[1],
                      "its score": means[best],
                      "significantly worse (p < 2.5%)": ", ".join(worse) if worse else "none",
-                     f"paper's best ({split} {label})": p_best[1], "paper's score": p_col[p_best]})
+                     "paper's column": f"{split} {label}", "paper's best": p_best[1],
+                     "paper's score": p_col[p_best]})
     return pd.DataFrame(rows).set_index("column")
 
 
