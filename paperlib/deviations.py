@@ -46,5 +46,9 @@ def styler(deviations: list[Deviation]):
     frame.columns = ["paper / authors' code", "this reproduction", "why", "effect", "restores the original"]
     return (frame.style
             .set_properties(**{"white-space": "normal", "text-align": "left", "vertical-align": "top",
-                               "min-width": "12em"})
-            .set_table_styles([{"selector": "th", "props": [("text-align", "left"), ("vertical-align", "top")]}]))
+                               "min-width": "7em", "padding": "0.3em 0.4em"})
+            .set_table_styles([
+                {"selector": "", "props": [("font-size", "0.8em"), ("border-collapse", "collapse")]},
+                {"selector": "th", "props": [("text-align", "left"), ("vertical-align", "top")]},
+                {"selector": "tbody tr", "props": [("border-top", "1px solid #ccc")]},
+            ]))
