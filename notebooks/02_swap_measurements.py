@@ -172,8 +172,8 @@ glue("rho_angle_last", f"{table.loc['angular_distance_last', 'spearman']:.2f}", 
 # %% [markdown]
 # **What it means.** Averaged over all tokens the angular distance reaches
 # $\rho$ = {glue:text}`rho_angle_all`; at the last token, as Gromov et al. define it,
-# {glue:text}`rho_angle_last`: the two readings of one predictor rank the pairs differently, so
-# which token is used is a real choice (listed on the deviations page).
+# {glue:text}`rho_angle_last`. Where the two differ, which token the angle is taken at is a real
+# choice, not a detail of implementation (it is listed on the deviations page).
 
 # %% [markdown]
 # ## The swap table

@@ -130,7 +130,7 @@ both, summary = literal_fit_comparison(fits, result.swaps, literal_tokens)
 display(show_table(summary.style.format({"Spearman ρ(r, δ)": "{:.2f}", "mean ‖residual‖ (eq. 12 literal)": "{:.4g}",
                                          "ρ(r_LS, r_literal)": "{:.2f}"}),
                    caption=f"Two readings of eq. 12 on the same {literal_tokens} tokens ({run_name})"))
-fig, axes = plt.subplots(1, 2, figsize=(11, 4.4), sharey=True)
+fig, axes = plt.subplots(2, 1, figsize=(6.4, 9.6), sharex=True, sharey=True)
 figure2(both.assign(r=both["r_ls"]), "least squares (squared norm)", ax=axes[0])
 figure2(both.assign(r=both["r_literal"]), "literal eq. 12 (unsquared norm, IRLS)", ax=axes[1])
 fig.tight_layout()
