@@ -42,7 +42,7 @@ n_pairs = 60  # size of the random family of appendix A.1 (tanh MLP pairs; half 
 scale = 0.3  # size of each layer's update, roughly Trans
 seed = 0
 
-# %%
+# %% tags=["hide-input"]
 import math
 
 import matplotlib.pyplot as plt
@@ -51,6 +51,7 @@ import seaborn as sns
 import torch
 
 from paperlib.swap import synthetic as S
+from paperlib.swap.report import show_table
 
 torch.set_num_threads(1)  # 64 x 64 problems: extra threads only cost synchronisation
 X = S.sample_tokens(n_tokens, d, seed)
@@ -118,19 +119,19 @@ print(f"{n_tokens} isotropic Gaussian tokens in R^{d}; each layer reads and writ
 # | commuting | two diagonal maps in one basis: $A_iA_{i+1} = A_{i+1}A_i$ | nothing (see below) |
 # | even | layer $i$ a centred square, invisible to a linear fit | nothing (see below) |
 
-# %%
+# %% tags=["hide-input"]
 cases = S.standard_cases(d, k, scale, seed)
 table = pd.DataFrame([S.analyse_pair(p, X) for p in cases]).set_index("case")
 columns = ["delta", "r", "Trans(i)", "Trans(i+1)", "Dep(i,i+1)", "Dep(i+1,i)", "R2(i)", "R2(i+1)",
            "||P_i^out P_i+1^in||", "||P_i+1^out P_i^in||"]
-table[columns].round(4)
+show_table(table[columns], caption="Indicators and swap effect of each constructed pair", precision=4)
 
-# %%
+# %% tags=["hide-input"]
 exact = table.loc[["redundant", "orthogonal (MLP)", "orthogonal (linear)"], "delta"]
 print("largest delta over the redundant and orthogonal cases:", f"{exact.max():.1e}")
 print("delta of the commuting pair:", f"{table.loc['commuting', 'delta']:.1e}")
 
-# %%
+# %% tags=["hide-input"]
 bars = table[["delta", "r"]].reset_index().melt(id_vars="case", var_name="quantity", value_name="value")
 fig, ax = plt.subplots(figsize=(7.5, 3.6))
 sns.barplot(data=bars, y="case", x="value", hue="quantity", orient="h", ax=ax)
@@ -205,20 +206,20 @@ plt.show()
 # the true layers, no fit), and Spearman's $\rho$ between $r$ and $\delta$ (with a bootstrap
 # confidence interval).
 
-# %%
+# %% tags=["hide-input"]
 family = (S.random_family(d, k, n_pairs, seed=seed + 1, kind="mlp")
           + S.random_family(d, k, n_pairs // 2, seed=seed + 2, kind="linear"))
 bound = S.check_bound(family, X)
 print(f"c / c23 = {bound.c / bound.c23:.2f};  max / min of delta/r = {bound.c / bound.ratio_min:.2f}")
 bound.summary().to_frame("random family").round(4)
 
-# %%
+# %% tags=["hide-input"]
 per_kind = bound.table.groupby("kind").agg(
     pairs=("delta", "size"), c=("delta/r", "max"), min_ratio=("delta/r", "min"),
     median_ratio=("delta/r", "median"), c23=("delta/rhs23", "max"), max_delta=("delta", "max"))
 per_kind.round(3)
 
-# %%
+# %% tags=["hide-input"]
 shown = bound.table[(bound.table["delta"] > 0) & (bound.table["r"] > 0)]
 fig, ax = plt.subplots(figsize=(6.2, 4.6))
 sns.scatterplot(data=shown, x="r", y="delta", hue="kind", style="kind", ax=ax)
@@ -251,7 +252,7 @@ print(f"{len(bound.table) - len(shown)} pair(s) with delta = 0 (eq. 7 exact in b
 # reaching layer $i$ and the relative change $y_t$ it causes; eq. 21 with $f(x)\le cx$ would
 # need $y_t/x_t \le c$ for every token:
 
-# %%
+# %% tags=["hide-input"]
 quantiles = [0.5, 0.9, 0.99, 1.0]
 rows = {}
 for kind in ["mlp", "linear"]:
@@ -265,7 +266,7 @@ pd.DataFrame(rows, index=[f"q{q:g}" for q in quantiles]).rename_axis("y_t / x_t"
 # eq. 21 holds only approximately. Finally, the **even** pair of section 1.2 violates the premise
 # behind the whole chain, that $\mathrm{Trans}$ vanishes only for a layer that does nothing:
 
-# %%
+# %% tags=["hide-input"]
 even = table.loc["even (assumption broken)"]
 pd.Series({"delta": even["delta"], "r": even["r"], "delta / r": even["delta"] / even["r"],
            "c of the random family": bound.c, "R2 of the fit of layer i": even["R2(i)"]}).to_frame("even pair").round(4)

@@ -76,7 +76,7 @@ results_dir = None  # None: $PAPERLIB_RESULTS or <repository>/results/loraild; f
 threads = None  # torch CPU threads (None: all cores, or 1 if the machine is already busy)
 workers = None  # runs trained at a time (None: 2 single-thread processes on a 2+ core CPU, 1 on a GPU)
 
-# %%
+# %% tags=["hide-input"]
 from paperlib.params import check_parameters
 check_parameters(globals())  # papermill values: lists parsed from strings, types checked, unknown names stop here
 import time
@@ -148,7 +148,7 @@ display(HTML(run_settings.to_html(index=False)))
 # Stage 2 trains every (method, seed) student; each run stores its per-epoch scores and its
 # best-valid-epoch score as JSON and is read back on a rerun.
 
-# %%
+# %% tags=["hide-input"]
 t0 = time.time()
 sweep = run_sweep(base, [task], methods, seeds, progress=False,
                   workers=default_workers(base.device) if workers is None else int(workers))
@@ -172,7 +172,7 @@ display(Markdown(
 # bold one (one-sided permutation test on the difference of means, exact over all splits,
 # p < 2.5%).
 
-# %%
+# %% tags=["hide-input"]
 frame = tables.results_frame(results)
 t1 = tables.table1(frame, tasks=[task])
 display(HTML(f"<b>Measured ({task}, {len(seeds)} seed(s) per method)</b>"))
@@ -188,7 +188,7 @@ display(Markdown(
 # The paper's Table 1 (r = 32, RoBERTa-large -> DistilRoBERTa-base, GLUE; transcribed from its
 # text, **not measured here**; its bold / underline marks are not in the text):
 
-# %%
+# %% tags=["hide-input"]
 display(HTML("<b>Paper (not measured here)</b>"))
 display(tables.paper_table1().style.format(precision=3))
 
@@ -196,7 +196,7 @@ display(tables.paper_table1().style.format(precision=3))
 # Side by side with the paper's closest task (SST-2, sentiment of movie-review snippets), as
 # differences to the w/o KD row so that the different scales cancel:
 
-# %%
+# %% tags=["hide-input"]
 label = tables.TASK_LABELS
 paper_task = task if task in tables.PAPER_TASKS else "sst2"
 measured = t1.means.xs(label[task], axis=1, level=1)
@@ -211,7 +211,7 @@ pd.concat({"score": side, "minus w/o KD": delta}, axis=1).style.format(precision
 # over seeds. The curriculum methods switch the ILD term on at the start epoch, which shows as a
 # jump in their train loss.
 
-# %%
+# %% tags=["hide-input"]
 hist = tables.history_frame(results)
 fig = figures.learning_curves(hist, task, base.task_spec.metric, teacher_summary)
 plt.show()
@@ -220,7 +220,7 @@ plt.show()
 # ## Significance
 # Every pair of methods, higher mean vs lower mean on the test score (one-sided permutation test).
 
-# %%
+# %% tags=["hide-input"]
 pw = pairwise_tests(frame)
 if not pw.empty:
     pw = pw.assign(higher=pw["higher"].map(lambda m: base.replace(method=m).method_spec.label),
@@ -246,7 +246,7 @@ if not pw.empty:
 # by position over the 5 runs, so each of their "Query", "Key", "Value" rows may mix the three
 # modules across runs. Here every row holds one module.
 
-# %%
+# %% tags=["hide-input"]
 t2 = tables.table2(tables.clusters_frame(results))
 if t2.empty:
     display(Markdown("No cluster analysis in these runs (regression task or methods not run)."))
@@ -254,9 +254,16 @@ else:
     display(HTML("<b>Measured</b> (student layers 0 = nearest the input)"))
     display(t2.style.format(precision=3).background_gradient(cmap="Blues", axis=None))
 
-# %%
+# %% tags=["hide-input"]
 display(HTML("<b>Paper (not measured here)</b>: DistilRoBERTa-base student, 6 layers"))
 tables.paper_table2().style.format(precision=3).background_gradient(cmap="Blues", axis=None)
+
+# %% tags=["remove-cell"]
+# headline numbers for the book's landing page (myst-nb glue; see paperlib.glance)
+from paperlib.glance import glue_loraild
+
+glue_loraild(t1, t2, task, f"{describe(base.teacher)} -> {describe(base.student)}; {data.source}; "
+             f"{len(seeds)} seeds, {base.epochs} epochs, LoRA r = {base.rank}")
 
 # %% [markdown]
 # ## What differs from the paper, and what this reproduction decides

@@ -38,3 +38,17 @@ def as_frame(deviations: list[Deviation]):
     import pandas as pd
 
     return pd.DataFrame([d.as_row() for d in deviations])
+
+
+def styler(deviations: list[Deviation]):
+    """The deviations as a pandas ``Styler`` for the book: one row each, text wrapped, topic first."""
+    frame = as_frame(deviations).set_index("topic")
+    frame.columns = ["paper / authors' code", "this reproduction", "why", "effect", "restores the original"]
+    return (frame.style
+            .set_properties(**{"white-space": "normal", "text-align": "left", "vertical-align": "top",
+                               "min-width": "7em", "padding": "0.3em 0.4em"})
+            .set_table_styles([
+                {"selector": "", "props": [("font-size", "0.8em"), ("border-collapse", "collapse")]},
+                {"selector": "th", "props": [("text-align", "left"), ("vertical-align", "top")]},
+                {"selector": "tbody tr", "props": [("border-top", "1px solid #ccc")]},
+            ]))

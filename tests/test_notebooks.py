@@ -19,7 +19,7 @@ TINY = {
     "02_swap_measurements": {"model": "minilm-l6", "metric_tokens": 1024, "delta_tokens": 256,
                              "seq_len": 64, "second_model": ""},
     "03_linear_validity": {"model": "minilm-l6", "metric_tokens": 1024, "delta_tokens": 256,
-                           "seq_len": 64},
+                           "seq_len": 64, "literal_tokens": 512, "literal_iters": 5},
     "04_loraild": {"methods": ["wo_kd", "rail_kd_l", "loraild_fixed"], "seeds": [0, 1], "epochs": 2,
                    "teacher_epochs": 1, "max_train": 24, "max_valid": 8, "max_test": 16,
                    "max_length": 32, "threads": 1},

@@ -16,9 +16,11 @@ Baseline predictors (computed on the metric tokens, per pair, over the two-layer
 ``X_i -> X_{i+2}``):
 
 - ``block_influence``: ``1 - E_t cos(X_{i,t}, X_{i+2,t})`` (ShortGPT, Men et al. 2024);
-- ``angular_distance``: ``E_t arccos(cos(X_{i,t}, X_{i+2,t})) / pi`` (Gromov et al. 2024, averaged
-  over all tokens rather than the last one);
-- ``relative_update``: ``E_t ||X_{i+2,t} - X_{i,t}|| / ||X_{i,t}||``.
+- ``angular_distance``: ``E_t arccos(cos(X_{i,t}, X_{i+2,t})) / pi`` averaged over all tokens
+  (this book's reading);
+- ``relative_update``: ``E_t ||X_{i+2,t} - X_{i,t}|| / ||X_{i,t}||``;
+- ``angular_distance_last``: the same angle at the last real token of each sequence only, averaged
+  over sequences (Gromov et al. 2024, who measure at the last token).
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ from paperlib.swap.linear_fit import (
     window_mean_masked,
 )
 
-BASELINES = ("block_influence", "angular_distance", "relative_update")
+BASELINES = ("block_influence", "angular_distance", "relative_update", "angular_distance_last")
 
 
 @dataclass
@@ -158,9 +160,13 @@ def fit_layers(
     eqs: list[NormalEquations] | None = None
     sums = [torch.zeros(len(BASELINES), dtype=torch.float64, device=devs[i]) for i in range(n - 1)]
     count = 0
+    n_seqs = 0
     for batch in tqdm(batches, desc="pass 1: fit A_i", disable=not progress):
         tr = stack.trace(batch.input_ids, batch.attention_mask)
         rows = _Rows(tr.hidden, batch.attention_mask, window)
+        mask = batch.attention_mask
+        # flat row of each sequence's last real token (batches are right-padded)
+        last = (mask.sum(1) - 1).clamp_min(0) + torch.arange(mask.shape[0], device=mask.device) * mask.shape[1]
         if eqs is None:
             d = tr.hidden[0].shape[-1]
             eqs = [NormalEquations(d, device=stats_device if stats_device is not None else devs[i],
@@ -176,12 +182,18 @@ def fit_layers(
                 sums[i][0] += ((1.0 - c) * w).sum(dtype=torch.float64)
                 sums[i][1] += (torch.arccos(c) / math.pi * w).sum(dtype=torch.float64)
                 sums[i][2] += _rel_norm(x_2 - x_i, x_i).sum(dtype=torch.float64)
+                last_i = last.to(dev)
+                c_last = _cos(x_i[last_i], x_2[last_i])  # Gromov et al.: the last token only
+                sums[i][3] += (torch.arccos(c_last) / math.pi).sum(dtype=torch.float64)
             rows.forget_below(i + 1)
         count += batch.n_tokens
+        n_seqs += mask.shape[0]
     if eqs is None:
         raise ValueError("no batches to fit")
     fits = [eq.solve(ridge, device=devs[i]) for i, eq in enumerate(tqdm(eqs, desc="solve", disable=not progress))]
-    means = (torch.stack([s_.cpu() for s_ in sums], dim=1) / count).tolist() if n > 1 else [[] for _ in BASELINES]
+    denominators = torch.tensor([count, count, count, n_seqs], dtype=torch.float64)
+    means = ((torch.stack([s_.cpu() for s_ in sums], dim=1) / denominators[:, None]).tolist() if n > 1
+             else [[] for _ in BASELINES])
     return FitResult(
         A=[f.A for f in fits],
         r2=[f.r2 for f in fits],

@@ -29,7 +29,7 @@ from paperlib.files import atomic_path, check_writable, read_json, read_or_none,
 from paperlib.fingerprint import path_fingerprint, source_fingerprint
 from paperlib.locks import hold_lock
 from paperlib.data.tokens import batches, sequences
-from paperlib.swap.analysis import FitResult, SwapResult, fit_layers, layer_rows, measure_swaps, pair_rows
+from paperlib.swap.analysis import BASELINES, FitResult, SwapResult, fit_layers, layer_rows, measure_swaps, pair_rows
 from paperlib.swap.blocks import ResidualStack
 from paperlib.swap.config import SwapConfig
 
@@ -131,6 +131,8 @@ def _run(config: SwapConfig, folder: Path | None, progress: bool, model, tokeniz
 
     text = load_text(config.text)
     fit = read_or_none(fit_path, _load_fit) if fit_path else None
+    if fit is not None and not set(BASELINES) <= set(fit.baselines):
+        fit = None  # written before a baseline was added: pass 1 runs again
     swaps = read_or_none(swap_path, _load_swaps) if swap_path else None
     if (fit is None or swaps is None) and model is None:
         t0 = time.perf_counter()

@@ -214,6 +214,10 @@ def test_baselines_match_their_formulas(fitted, name):
         assert fit.baselines["angular_distance"][i] == pytest.approx(np.mean(np.arccos(cos) / math.pi), rel=1e-4, abs=1e-6)
         rel = np.linalg.norm(b - a, axis=1) / np.linalg.norm(a, axis=1)
         assert fit.baselines["relative_update"][i] == pytest.approx(np.mean(rel), rel=1e-4)
+        # Gromov et al.: the angle at each sequence's last token only, averaged over sequences
+        last = [np.arccos(np.clip(s[i][-1] @ s[i + 2][-1] / np.linalg.norm(s[i][-1]) / np.linalg.norm(s[i + 2][-1]),
+                                  -1, 1)) / math.pi for s in seqs]
+        assert fit.baselines["angular_distance_last"][i] == pytest.approx(np.mean(last), rel=1e-4, abs=1e-6)
 
 
 def test_pair_and_layer_rows(fitted):
