@@ -128,6 +128,22 @@ display(Markdown(
 # ```
 
 # %% [markdown]
+# ```{admonition} Choices this chapter makes
+# :class: note
+# - Block Influence, the angular distance and the relative update are read over the span an
+#   operation changes ($X_s \to X_e$), from the original states of the held-out batches that the
+#   costs are measured on (the rewiring pass holds them anyway: no extra forward pass); chapter 2
+#   reads them for pairs on the fit tokens. For `delete` the relative update of the span is then
+#   the hidden-state cost $\delta$ itself.
+# - The angular distance is averaged over all tokens (Gromov et al. use the last token).
+# - KL is $\mathrm{KL}(\text{original} \,\|\, \text{rewired})$ averaged over every real token;
+#   $\Delta$NLL over the tokens whose next token is real; both on the same held-out tokens.
+# - `parallel` adds the two residual updates; `parallel_mean` is Sun et al.'s average of the two
+#   outputs. For post-LN encoders the "update" is $L_i(X) - X$, as in chapter 2.
+# - $\delta$ at the span's end is divided by $\|X_s\|$, as eq. 2 divides by $\|X_i\|$.
+# ```
+
+# %% [markdown]
 # ## Which predictor ranks each operation by its real output cost?
 #
 # **Claim.** Each family of operations has a literature predictor (Block Influence for deleting
