@@ -57,3 +57,20 @@ def test_pair_matrix_and_figures():
     report.cost_vs_predictor(table, predictor=report.best_predictors(report.spearman_long(table, n_resamples=20)))
     report.layer_profile(table)
     assert "table-scroll" in report.show_table(report.cheapest(table, "delete")).data
+
+
+def test_vectorised_bootstrap_statistic_is_scipys_spearman():
+    """paperlib.swap.stats computes every resample's rho at once; it must equal spearmanr row by row
+    (ties and constant rows included), so the intervals are the same as one call per resample."""
+    from scipy import stats
+
+    from paperlib.swap.stats import _rank_correlation
+
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 6, size=(200, 12)).astype(float)  # many ties
+    b = a + rng.normal(size=a.shape)
+    a[0] = 1.0  # a constant resample: undefined rho
+    got = _rank_correlation(a, b)
+    want = np.array([stats.spearmanr(x, y).statistic if np.ptp(x) else np.nan for x, y in zip(a, b)])
+    np.testing.assert_allclose(got, want, rtol=1e-12, equal_nan=True)
+    assert np.isnan(got[0])
