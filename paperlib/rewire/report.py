@@ -41,6 +41,10 @@ LABELS = {
 }
 
 
+#: predictors defined for some families only (r: adjacent swaps, eq. 1)
+ONLY_FOR = {"r": ("swap",)}
+
+
 def family(table: pd.DataFrame, kind: str) -> pd.DataFrame:
     """The rows of one operation family (see :data:`paperlib.rewire.operations.KINDS`)."""
     return table[family_mask(kind, table["op"], table["i"], table["j"])]
@@ -60,6 +64,8 @@ def spearman_long(table: pd.DataFrame, cost: str = "kl", kinds: Sequence[str] | 
     for kind in present_kinds(table, kinds):
         fam = family(table, kind)
         for p in predictors:
+            if kind not in ONLY_FOR.get(p, (kind,)):
+                continue
             ok = fam[[p, cost]].dropna()
             if len(ok) < 3 or ok[p].nunique() < 2 or ok[cost].nunique() < 2:
                 continue

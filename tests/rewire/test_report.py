@@ -37,7 +37,7 @@ def test_families_and_spearman_signs():
     get = lambda f, p: long.query("family == @f and predictor == @p")["rho"].iloc[0]
     assert np.isclose(get("delete", "linear"), 1.0) and np.isclose(get("delete", "block_influence"), -1.0)
     assert np.isclose(get("swap", "r"), 1.0)
-    assert set(long.query("predictor == 'r'")["family"]) == {"swap", "swap_all"}  # r: adjacent swaps only
+    assert set(long.query("predictor == 'r'")["family"]) == {"swap"}  # r: adjacent swaps only
     grid = report.spearman_grid(long)
     assert grid.loc[report.LABELS["linear"], report.FAMILY_LABELS["delete"]].startswith("1.00 [")
     assert grid.loc[report.LABELS["r"], report.FAMILY_LABELS["delete"]] == ""  # r is for swaps only
