@@ -158,7 +158,8 @@ if pairs_result is not None:  # the all-pairs family: its own run, adjacent swap
     rho_pairs = report.spearman_long(all_pairs, cost=cost, kinds=["swap_all"], n_resamples=n_resamples)
 else:
     rho_pairs = report.spearman_long(result.table, cost=cost, kinds=[], n_resamples=n_resamples)
-rho_ops = report.spearman_long(result.table, cost=cost, n_resamples=n_resamples)
+rho_ops = report.spearman_long(result.table, cost=cost, n_resamples=n_resamples,
+                               kinds=[k for k in ops if not (k == "swap_all" and pairs_result is not None)])
 rho = pd.concat([rho_ops, rho_pairs], ignore_index=True)
 display(report.show_table(report.styled_grid(rho),
                           caption=f"Spearman ρ [95% CI] of predictor and {cost} per operation ({run_name})"))
@@ -213,7 +214,7 @@ if result.has_head and len(adj) >= 3:
                          "95% CI": f"{c.ci_low:.2f} to {c.ci_high:.2f}", "p-value": f"{c.pvalue:.1e}", "n": c.n})
     adj_table = pd.DataFrame(rows).set_index(["predictor", "cost"])
     display(report.show_table(adj_table, caption=f"Adjacent swaps ({run_name})", precision=2))
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.4), layout="constrained")
     for ax, pred, label in [(axes[0], "delta", "δ(i, i+1), eq. 2"), (axes[1], "r", "r(i, i+1), eq. 1")]:
         ax.scatter(adj[pred], adj["kl"], c=adj["i"], cmap="viridis", s=22)
         for _, row in pd.concat([adj.nlargest(3, "kl"), adj.nlargest(2, pred)]).drop_duplicates().iterrows():
@@ -281,8 +282,8 @@ else:
 # %% [markdown]
 # **What it means.** Each cell is one rewired model. The median swap costs
 # {glue:text}`median_pair_kl` nats per token; the cheapest swap of two layers at least 5 apart is
-# {glue:text}`cheapest_far_swap`. Bright bands along a row or a column mark a layer that cannot
-# move; a dark block marks a group of layers whose order matters little.
+# {glue:text}`cheapest_far_swap`. A dark (costly) row or column marks a layer that cannot move
+# anywhere; light cells mark pairs whose order matters little.
 
 # %% [markdown]
 # ## Which layers can be deleted or parallelised nearly for free?
@@ -321,13 +322,20 @@ glue("costliest_delete_kl", f"{dele[cost].iloc[-1]:.3g}" if len(dele) else "n/a"
 glue("cheapest_parallel", f"layers {int(par['i'].iloc[0])} and {int(par['j'].iloc[0])}" if len(par) else "n/a",
      display=False)
 glue("cheapest_parallel_kl", f"{par[cost].iloc[0]:.3g}" if len(par) else "n/a", display=False)
+# pairs whose parallel run costs less than deleting either of its two layers
+del_cost = dele.set_index("i")[cost]
+cheaper = [int(i) for i, j, v in zip(par["i"], par["j"], par[cost])
+           if i in del_cost.index and j in del_cost.index and v < min(del_cost[i], del_cost[j])]
+glue("n_parallel_cheaper", f"{len(cheaper)} of {len(par)}", display=False)
 
 # %% [markdown]
 # **What it means.** The cheapest layer to delete is {glue:text}`cheapest_delete` (KL
 # {glue:text}`cheapest_delete_kl` nats per token, perplexity multiplied by
 # {glue:text}`cheapest_delete_ppl`); the most expensive is {glue:text}`costliest_delete` (KL
 # {glue:text}`costliest_delete_kl`). The cheapest pair to run in parallel is
-# {glue:text}`cheapest_parallel` (KL {glue:text}`cheapest_parallel_kl`). "Nearly free" is
+# {glue:text}`cheapest_parallel` (KL {glue:text}`cheapest_parallel_kl`), and for
+# {glue:text}`n_parallel_cheaper` neighbouring pairs running the two layers in parallel costs less
+# than deleting either one of them. "Nearly free" is
 # relative: compare these numbers with the original model's NLL printed at the top of the page.
 # For `delete`, the hidden-state cost $\delta$ at the span's end is by definition the span's
 # relative update, so only the output costs tell anything new there.
@@ -389,8 +397,9 @@ display(report.show_table(grid.rename(index=report.LABELS, columns=report.FAMILY
 computed = {**{f"main: {k}": v for k, v in result.seconds.items()},
             **({f"pairs: {k}": v for k, v in pairs_result.seconds.items()} if pairs_result else {})}
 display(Markdown(
-    f"This page ran in **{elapsed:.0f} s** on this machine (`device={device}`). Computed now: "
-    + (", ".join(f"{k} {v:.0f} s" for k, v in computed.items()) or "nothing (all read from the cache)") + "."
+    f"This page ran in **{elapsed:.0f} s** on this machine (`device={device}`). Of that: "
+    + (", ".join(f"{k} {v:.0f} s" for k, v in computed.items()) or "nothing timed") + " (a step not listed was "
+    "read from the cache)."
 ))
 
 # %% [markdown]

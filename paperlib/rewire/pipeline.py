@@ -120,7 +120,8 @@ def run_rewire_analysis(
     t0 = time.perf_counter()
     swap = run_swap_analysis(config.swap_config(), cache_dir=swap_cache, progress=progress,
                              model=model, tokenizer=tokenizer)
-    seconds["swap passes"] = time.perf_counter() - t0
+    seconds.update({f"swap {k}": v for k, v in swap.seconds.items()})
+    seconds["r, Dep from the fits"] = time.perf_counter() - t0 - sum(swap.seconds.values())
 
     if done:
         table = pd.read_csv(table_path, dtype={"j": "Int64"})

@@ -21,7 +21,7 @@ from paperlib.swap.stats import spearman
 #: how the families and columns read in the book
 FAMILY_LABELS = {
     "swap": "swap (i, i+1)",
-    "swap_all": "swap (i, j), all i < j",
+    "swap_all": "swap (i, j), all pairs",
     "delete": "delete (i)",
     "delete_span": "delete (i..j)",
     "parallel": "parallel, sum",
