@@ -363,7 +363,8 @@ if best:
 # all-MiniLM-L6-v2 (6 BERT layers) has no next-token head, so its operations are measured by
 # $\delta$ and by the change of its last hidden state, $\mathbb{E}_t\|X'_{n,t} - X_{n,t}\| / \|X_{n,t}\|$
 # (the `delta_out` column). With 6 layers each family has at most 15 operations, so the
-# intervals are wide.
+# intervals are wide, and with 5 operations a bootstrap resample often repeats one operation, so
+# no interval is given.
 
 # %% tags=["hide-input"]
 if second_model:

@@ -76,11 +76,13 @@ def spearman_long(table: pd.DataFrame, cost: str = "kl", kinds: Sequence[str] | 
 
 
 def spearman_grid(long: pd.DataFrame) -> pd.DataFrame:
-    """Predictor x family, each cell ``rho [low, high]`` (empty where it does not apply)."""
+    """Predictor x family, each cell ``rho [low, high]`` (empty where it does not apply; with very
+    few operations some bootstrap resamples repeat one operation and the interval is undefined)."""
     if long.empty:
         return pd.DataFrame()
-    cell = long.assign(text=[f"{r:.2f} [{lo:.2f}, {hi:.2f}]" for r, lo, hi in
-                             zip(long["rho"], long["ci_low"], long["ci_high"])])
+    cell = long.assign(text=[f"{r:.2f} [{lo:.2f}, {hi:.2f}]" if np.isfinite(lo) and np.isfinite(hi)
+                             else f"{r:.2f} (n = {n}: no interval)" for r, lo, hi, n in
+                             zip(long["rho"], long["ci_low"], long["ci_high"], long["n"])])
     grid = cell.pivot(index="predictor", columns="family", values="text")
     grid = grid.reindex(index=[p for p in PREDICTORS if p in grid.index],
                         columns=[k for k in KINDS if k in grid.columns])
