@@ -1,4 +1,4 @@
-"""Command line: ``python -m paperlib {swap,loraild,sweep} ...``."""
+"""Command line: ``python -m paperlib {swap,loraild,sweep,rewire} ...``."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import importlib
 import sys
 
 #: modules that each add their sub-commands with ``register(subparsers)``
-COMMAND_MODULES = ("paperlib.swap.cli", "paperlib.loraild.cli")
+COMMAND_MODULES = ("paperlib.swap.cli", "paperlib.loraild.cli", "paperlib.rewire.cli")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -23,6 +23,8 @@ TINY = {
     "04_loraild": {"methods": ["wo_kd", "rail_kd_l", "loraild_fixed"], "seeds": [0, 1], "epochs": 2,
                    "teacher_epochs": 1, "max_train": 24, "max_valid": 8, "max_test": 16,
                    "max_length": 32, "threads": 1},
+    "05_rewiring": {"ops": ["swap", "delete", "parallel"], "tokens": 32, "pair_tokens": 0, "metric_tokens": 1024,
+                    "delta_tokens": 64, "seq_len": 32, "second_tokens": 64, "n_resamples": 50},
 }
 
 #: parameters that name an output folder: tests point them at a temporary one

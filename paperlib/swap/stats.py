@@ -24,6 +24,17 @@ class Correlation:
         )
 
 
+def _rank_correlation(a: np.ndarray, b: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Spearman's rho along ``axis`` for a whole batch of resamples at once: the Pearson
+    correlation of average ranks (what ``scipy.stats.spearmanr`` computes), nan for a constant
+    resample; about 100x faster than one ``spearmanr`` call per resample."""
+    ra, rb = stats.rankdata(a, axis=axis), stats.rankdata(b, axis=axis)
+    ra = ra - ra.mean(axis=axis, keepdims=True)
+    rb = rb - rb.mean(axis=axis, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (ra * rb).sum(axis=axis) / np.sqrt((ra**2).sum(axis=axis) * (rb**2).sum(axis=axis))
+
+
 def spearman(x, y, n_resamples: int = 2000, seed: int = 0, confidence: float = 0.95) -> Correlation:
     """Spearman's rho of paired samples, its two-sided p-value and a percentile bootstrap CI
     over pairs (``scipy.stats.bootstrap`` with ``paired=True``)."""
@@ -34,16 +45,12 @@ def spearman(x, y, n_resamples: int = 2000, seed: int = 0, confidence: float = 0
     if len(x) < 3:
         raise ValueError(f"Spearman needs at least 3 pairs, got {len(x)}")
     res = stats.spearmanr(x, y)
-
-    def stat(a, b):
-        return stats.spearmanr(a, b).statistic
-
     with warnings.catch_warnings():
         # with few pairs some resamples repeat one pair only: their rho is undefined (nan)
         warnings.simplefilter("ignore", stats.ConstantInputWarning)
         warnings.simplefilter("ignore", stats.DegenerateDataWarning)
         boot = stats.bootstrap(
-            (x, y), stat, paired=True, vectorized=False, n_resamples=n_resamples,
+            (x, y), _rank_correlation, paired=True, vectorized=True, n_resamples=n_resamples,
             confidence_level=confidence, method="percentile", rng=np.random.default_rng(seed),
         )
     lo, hi = boot.confidence_interval
