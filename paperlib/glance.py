@@ -48,14 +48,16 @@ def table2_headline(t2: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def glue_loraild(t1: "tables.Table1", t2: pd.DataFrame, task: str, configuration: str) -> None:
-    """Glue Table 1's summary, Table 2's headline and the configuration for the landing page."""
+def glue_loraild(t1: "tables.Table1", t2: pd.DataFrame, task: str, configuration: str, prefix: str = "") -> None:
+    """Glue Table 1's summary, Table 2's headline and the configuration for the landing page
+    (keys ``<prefix>glance_table1``, ``<prefix>glance_table2``, ``<prefix>glance_loraild_run``)."""
     from myst_nb import glue
 
     from paperlib.swap.report import show_table
 
     paper_task = task if task in tables.PAPER_TASKS else "sst2"
-    glue("glance_table1", show_table(table1_summary(t1, paper_task)), display=False)
+    glue(f"{prefix}glance_table1", show_table(table1_summary(t1, paper_task)), display=False)
     head = table2_headline(t2)
-    glue("glance_table2", show_table(head) if not head.empty else "no cluster analysis in this run", display=False)
-    glue("glance_loraild_run", configuration, display=False)
+    glue(f"{prefix}glance_table2", show_table(head) if not head.empty else "no cluster analysis in this run",
+         display=False)
+    glue(f"{prefix}glance_loraild_run", configuration, display=False)
