@@ -48,7 +48,10 @@ def write_models(root: Path, tiny: bool) -> dict[str, str]:
 
     root.mkdir(parents=True, exist_ok=True)
     (root / "vocab.txt").write_text("\n".join(SPECIAL + WORDS) + "\n")
-    tok = BertTokenizerFast(vocab_file=str(root / "vocab.txt"))
+    # a vocab dict: transformers 5 reads only the special tokens from vocab_file here, so every
+    # word would become [UNK]
+    words = (root / "vocab.txt").read_text().split()
+    tok = BertTokenizerFast(vocab={w: i for i, w in enumerate(words)})
     out = {}
     for name, sizes in (TINY if tiny else SIZES).items():
         torch.manual_seed(0)

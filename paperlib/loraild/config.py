@@ -314,7 +314,7 @@ class RunConfig:
         if not self.profile:
             vals["profile"] = "embedded" if self.task in EMBEDDED_TASKS else "paper"
             filled.append("profile")
-        vals["filled"] = tuple(dict.fromkeys(self.filled + tuple(filled)))
+        vals["filled"] = tuple(dict.fromkeys(tuple(self.filled) + tuple(filled)))
         check_values(vals)
         out = RunConfig(**vals)
         if method.curriculum and out.ild_start >= out.epochs:

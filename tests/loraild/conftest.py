@@ -68,7 +68,10 @@ def write_models(root: Path, dropout: bool = True) -> dict[str, str]:
 
     root.mkdir(parents=True, exist_ok=True)
     (root / "vocab.txt").write_text("\n".join(SPECIAL + FILL + POS + NEG + ["?"]) + "\n")
-    tok = BertTokenizerFast(vocab_file=str(root / "vocab.txt"))
+    # a vocab dict: transformers 5 reads only the special tokens from vocab_file here, so every
+    # word would become [UNK]
+    words = (root / "vocab.txt").read_text().split()
+    tok = BertTokenizerFast(vocab={w: i for i, w in enumerate(words)})
     out = {}
     for name, layers in (("teacher", 4), ("student", 2)):
         torch.manual_seed(0)

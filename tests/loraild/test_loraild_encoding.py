@@ -48,3 +48,13 @@ def test_length_grouping_keeps_a_permutation_of_similar_length_batches():
 
 def test_length_order_sorts_for_evaluation():
     assert list(LengthOrder(np.array([3, 9, 1, 9]))) == [1, 3, 0, 2]
+
+
+def test_tiny_tokenizer_knows_its_words(tiny):
+    """The fixtures' words are real tokens, not [UNK] (a tokenizer that maps every word to [UNK]
+    would let every data test pass on sequences that carry no input)."""
+    from paperlib.loraild.models import load_tokenizer
+
+    tok = load_tokenizer(tiny.teacher)
+    ids = tok("the movie was good")["input_ids"]
+    assert tok.unk_token_id not in ids and len(ids) == 6
