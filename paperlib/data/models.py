@@ -96,6 +96,15 @@ def quiet_transformers() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
+def load_error(name: str, err: Exception) -> ModelLoadError:
+    """The one-line error for a model that ``from_pretrained`` could not load."""
+    return ModelLoadError(
+        f"could not load model {name!r}: {err.__class__.__name__}: {str(err)[:300]}\n"
+        f"Hub names (e.g. gpt2-large) need internet access or a local copy (pass its folder). "
+        f"Embedded models that run offline: {', '.join(EMBEDDED_MODELS)}."
+    )
+
+
 def describe_model(name: str) -> str:
     """One line for figure captions: what model produced a result."""
     if name in EMBEDDED_MODELS:
@@ -155,11 +164,7 @@ def load_model(
             placement = {"device_map": device_map, "max_memory": max_memory} if device_map else {}
             model = AutoModel.from_pretrained(where, dtype=torch_dtype, **placement, **extra)
     except (OSError, ValueError) as err:
-        raise ModelLoadError(
-            f"could not load model {name!r}: {err.__class__.__name__}: {str(err)[:300]}\n"
-            f"Hub names (e.g. gpt2-large) need internet access or a local copy (pass its folder). "
-            f"Embedded models that run offline: {', '.join(EMBEDDED_MODELS)}."
-        ) from err
+        raise load_error(name, err) from err
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     if not device_map:

@@ -4,7 +4,6 @@ layers, and the predictors of paper A and the pruning literature, one CSV row pe
 from __future__ import annotations
 
 import argparse
-import sys
 from dataclasses import fields
 
 from paperlib.rewire.config import RewireConfig
@@ -48,13 +47,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run the analysis; a problem the user can fix (bad operation or option, missing text or
     model, too few tokens, unsupported model) is one ``error: ...`` line on stderr, exit status 2."""
-    from paperlib.swap.blocks import UnsupportedModelError
+    from paperlib.swap.cli import one_line_errors
 
-    try:
-        return _run(args)
-    except (ValueError, OSError, UnsupportedModelError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    return one_line_errors(_run, args)
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -20,7 +20,8 @@ from torch import nn
 from transformers import (AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel,
                           PreTrainedTokenizerBase)
 
-from paperlib.data.models import EMBEDDED_MODELS, ModelLoadError, embedded_location, quiet_transformers, resolve_dtype
+from paperlib.data.models import (EMBEDDED_MODELS, embedded_location, load_error, quiet_transformers,
+                                  resolve_dtype)
 
 #: attribute of the base model that holds the final norm, per family
 FINAL_NORMS: dict[str, str] = {
@@ -93,11 +94,7 @@ def load_model_with_head(
             tokenizer = AutoTokenizer.from_pretrained(where, **extra)
             model = auto.from_pretrained(where, dtype=torch_dtype, **extra)
     except (OSError, ValueError) as err:
-        raise ModelLoadError(
-            f"could not load model {name!r}: {err.__class__.__name__}: {str(err)[:300]}\n"
-            f"Hub names (e.g. gpt2-large) need internet access or a local copy (pass its folder). "
-            f"Embedded models that run offline: {', '.join(EMBEDDED_MODELS)}."
-        ) from err
+        raise load_error(name, err) from err
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     model.to(device).eval()

@@ -44,12 +44,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run the analysis; a problem the user can fix (bad option, missing text or model, too few
     tokens, unsupported model) is an ``error: ...`` message on stderr, no traceback, exit status 2."""
+    return one_line_errors(_run, args)
+
+
+def one_line_errors(func, args: argparse.Namespace) -> int:
+    """``func(args)``, with the errors a user can fix printed as one ``error: ...`` line (exit 2)."""
     from paperlib.swap.blocks import UnsupportedModelError
 
     # ValueError covers TooFewTokensError, TextSourceError and bad options; OSError covers
     # ModelLoadError and unwritable outputs; UnsupportedModelError is a TypeError
     try:
-        return _run(args)
+        return func(args)
     except (ValueError, OSError, UnsupportedModelError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
