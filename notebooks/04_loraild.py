@@ -294,6 +294,7 @@ glue_loraild(t1, t2, task, f"{describe(base.teacher)} -> {describe(base.student)
 # date and wall clock of the stored runs are in `stored/loraild_mpnet/provenance.json`.
 
 # %% tags=["hide-input"]
+from paperlib.loraild.config import METHODS
 from paperlib.loraild.stored import DEFAULT_FOLDER, load_stored
 
 gpu = load_stored(DEFAULT_FOLDER if stored_runs == "default" else stored_runs) if stored_runs else None
@@ -334,7 +335,7 @@ if gpu is not None:
     display(pd.concat({"score": side, "minus w/o KD": side - side.loc[("", "w/o KD")]}, axis=1)
             .style.format(precision=3))
     gpu_pw = pairwise_tests(gpu_frame)
-    label_of = {m: base.replace(method=m).method_spec.label for m in methods}
+    label_of = {m: spec.label for m, spec in METHODS.items()}
     kd_vs_wo = gpu_pw[(gpu_pw.lower == "wo_kd")]
     lora = ["loraild_fixed", "loraild_average", "loraild_random_step", "loraild_random_epoch"]
     best_base = gpu_frame[~gpu_frame.method.isin(lora + ["wo_kd"])].groupby("method").best_test.mean().idxmax()
