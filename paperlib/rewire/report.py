@@ -17,6 +17,7 @@ from scipy import stats
 from paperlib.rewire.operations import KINDS, family_mask
 from paperlib.rewire.predictors import PREDICTORS
 from paperlib.swap.stats import spearman
+from paperlib.swap.report import show_table  # noqa: F401  (the book's one scroll-box table, used by chapter 05)
 
 #: how the families and columns read in the book
 FAMILY_LABELS = {
@@ -203,12 +204,3 @@ def cheapest(table: pd.DataFrame, kind: str, cost: str = "kl", k: int = 5) -> pd
     return family(table, kind).nsmallest(k, cost)[["op", "i", "j", "kl", "dnll", "delta"]]
 
 
-def show_table(table, caption: str | None = None, precision: int = 3):
-    """A DataFrame or Styler as an IPython ``HTML`` table inside a box that scrolls sideways when
-    wider than the page (the book's ``table-scroll`` class), with an optional caption."""
-    from IPython.display import HTML
-
-    if isinstance(table, pd.DataFrame):
-        table = table.style.format(precision=precision, na_rep="–")
-    head = f'<p class="table-caption"><b>{caption}</b></p>' if caption else ""
-    return HTML(f'{head}<div class="table-scroll" style="overflow-x: auto; max-width: 100%;">{table.to_html()}</div>')
