@@ -130,16 +130,18 @@ def main() -> int:
     devices = gpus()
     py = sys.executable
 
-    # 1. stage-1 teachers, one per GPU at a time
-    teach = [[py, "-c", "import sys; from paperlib.loraild.config import RunConfig; "
+    from paperlib.loraild.run_files import teacher_dir
+    from paperlib.loraild.teacher import teacher_finished
+
+    # 1. stage-1 teachers not finished yet (a rerun starts no process for a finished one), one per GPU at a time
+    todo = [lr for lr in args.teacher_lrs if not teacher_finished(base_config(args, lr).resolved())]
+    teach = [[py, "-c", "from paperlib.loraild.config import RunConfig; "
               "from paperlib.loraild.teacher import train_teacher; "
-              f"train_teacher({config_source(args, lr)})"] for lr in args.teacher_lrs]
-    codes = run_pool(teach, devices, logs / "teachers", [f"teacher lr {lr:g}" for lr in args.teacher_lrs])
+              f"train_teacher({config_source(args, lr)})"] for lr in todo]
+    codes = run_pool(teach, devices, logs / "teachers", [f"teacher lr {lr:g}" for lr in todo])
     if any(codes):
         print("a teacher failed; see the logs", file=sys.stderr)
         return 1
-    from paperlib.loraild.run_files import teacher_dir
-    from paperlib.loraild.teacher import teacher_finished
 
     summaries = {}
     for lr in args.teacher_lrs:
