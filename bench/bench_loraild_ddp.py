@@ -148,7 +148,7 @@ def main() -> int:
         result = json.loads(found[0].read_text())
         teacher = json.loads(sorted(results.rglob("teacher.json"))[0].read_text())
         runs[n] = {"wall_s": wall, "train_examples": n_train, "steps": args.steps_per_epoch * args.epochs, "teacher_s": teacher["elapsed_s"], "stage2_s": result["elapsed_s"],
-                   "num_processes": result["num_processes"], "device": result["device"],
+                   "phases_s": result.get("phases_s", {}), "num_processes": result["num_processes"], "device": result["device"],
                    "result_files": len(found), "teacher_files": len(teachers), "checkpoints_left": leftovers,
                    "train_loss": [h["train"]["loss"] for h in result["history"]],
                    "inter": [h["train"].get("inter") for h in result["history"]],
@@ -170,6 +170,11 @@ def main() -> int:
         print(f"{e:5d} {a:14.6f} {b:14.6f} {diffs[-1]:10.2e}")
     summary = {"speedup_wall": one["wall_s"] / many["wall_s"], "speedup_stage2": one["stage2_s"] / many["stage2_s"],
                "speedup_teacher": one["teacher_s"] / many["teacher_s"], "max_rel_loss_diff": max(diffs)}
+    for phase in sorted(set(one["phases_s"]) & set(many["phases_s"])):
+        a, b = one["phases_s"][phase], many["phases_s"][phase]
+        summary.setdefault("speedup_by_phase", {})[phase] = a / b if b > 0 else None
+        print(f"  stage-2 phase {phase:<18s} {a:8.2f} s on 1, {b:8.2f} s on {args.nproc}: "
+              f"{a / b if b > 0 else float('nan'):.2f}x")
     print(f"\nspeed-up with {args.nproc} processes: {summary['speedup_wall']:.2f}x wall clock, "
           f"{summary['speedup_teacher']:.2f}x stage 1, {summary['speedup_stage2']:.2f}x stage 2; "
           f"largest relative difference of the epoch losses {summary['max_rel_loss_diff']:.1e}")

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 
 import numpy as np
@@ -207,7 +208,8 @@ def main() -> None:
     for dname in args.dtypes:
         dtype = dtypes[dname]
         torch.manual_seed(0)
-        model = AutoModel.from_config(cfg, dtype=dtype).to(device).eval()
+        with torch.device(device):  # drawn on the device: an 8B model's init on the host takes minutes
+            model = AutoModel.from_config(cfg, dtype=dtype).eval()
         n_block = sum(p.numel() for p in find_blocks(model).parameters())
         warm = make_batches(2 * cfg.hidden_size, args.seq_len, args.batch_size, cfg.vocab_size, seed=0)
         run_paperlib(model, warm, warm)  # CUDA context, kernels, allocator: not timed
@@ -221,7 +223,8 @@ def main() -> None:
                    "tokens_per_s": 2 * n / dt, "model_tflops": flops / dt / 1e12,
                    "fraction_of_bf16_matmul": flops / dt / rate, "peak_gib": peak}
             results["runs"].append(row)
-            print(json.dumps(row))
+            print(json.dumps(row), flush=True)
+            dump(results, args.json)
             deltas[(row["dtype"], n)] = np.array(swaps.delta)
             if n == args.naive_tokens:
                 ours = dt
@@ -233,7 +236,8 @@ def main() -> None:
                        "tokens_per_s": 2 * n / dtn, "peak_gib": peakn, "speedup_of_paperlib": dtn / ours,
                        "spearman_naive_vs_paperlib_delta": agree}
                 results["runs"].append(row)
-                print(json.dumps(row))
+                print(json.dumps(row), flush=True)
+                dump(results, args.json)
         if dtype == torch.bfloat16:
             exact = (fit, swaps, TABLES["float64"])
             for precision in [p for p in args.precisions if p != "float64"]:
@@ -245,7 +249,8 @@ def main() -> None:
                        "speedup_over_naive": NAIVE_SECONDS.get((str(dtype), n), float("nan")) / dt,
                        "agreement_with_float64": agreement(fit_p, swaps_p, TABLES[precision], *exact)}
                 results["runs"].append(row)
-                print(json.dumps(row))
+                print(json.dumps(row), flush=True)
+                dump(results, args.json)
         if args.profile and dtype == torch.bfloat16:
             profile(model, bf, bd, args.profile)
         del model
@@ -256,9 +261,16 @@ def main() -> None:
             rho = stats.spearmanr(deltas[("float32", n)], deltas[("bfloat16", n)]).statistic
             results.setdefault("spearman_fp32_vs_bf16_delta", {})[n] = rho
             print(f"Spearman(delta fp32, delta bf16) at {n} tokens: {rho:.4f}")
-    if args.json:
-        with open(args.json, "w") as fh:
+    dump(results, args.json)
+
+
+def dump(results: dict, path: str | None) -> None:
+    """Write the figures so far (after every row: a run cut short keeps what it measured)."""
+    if path:
+        tmp = f"{path}.tmp"
+        with open(tmp, "w") as fh:
             json.dump(results, fh, indent=1)
+        os.replace(tmp, path)
 
 
 if __name__ == "__main__":

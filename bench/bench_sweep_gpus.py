@@ -83,10 +83,16 @@ def main() -> int:
         one_env["CUDA_VISIBLE_DEVICES"] = first
     n_runs = len(args.methods) * args.seeds
     out = {}
+    first_results = None
     for label, run_env, extra in (("1 GPU" if gpus else "1 worker", one_env, ["--workers", "1"]),
                                   (f"{gpus} GPUs" if gpus else "2 workers", env, [] if gpus else ["--workers", "2"])):
         results = work / f"results-{label.replace(' ', '')}"
-        sweep(common + ["--results-dir", str(results), "--teachers-only"], env, work / f"teacher-{label}.log")
+        if first_results is None:  # the teacher and its cached outputs: trained once, untimed, copied for the second sweep
+            sweep(common + ["--results-dir", str(results), "--teachers-only"], env, work / f"teacher-{label}.log")
+            first_results = results
+            shutil.copytree(results, work / "results-teachers")
+        else:
+            shutil.copytree(work / "results-teachers", results)
         wall, stdout = sweep(common + ["--results-dir", str(results), *extra], run_env, work / f"sweep-{label}.log")
         files = sorted(results.rglob("seed*.json"))
         ran = next((line for line in stdout.splitlines() if line.startswith("ran ")), "?")

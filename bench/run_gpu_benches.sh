@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# The GPU benchmarks of bench/README.md sections 5-7 (issues 13 and 15), as run on the two-GPU
+# machine: `bash bench/run_gpu_benches.sh single` runs the one-card benchmarks, two at a time (one
+# per card, CUDA_VISIBLE_DEVICES), `... multi` the ones that need both cards, one after another.
+# Every figure lands in $OUT (default bench/out) as JSON plus one log per card; each command has a
+# time limit so that a slow one cannot take the others' results with it.
+set -u
+DEST=${OUT:-bench/out}
+OUT=$DEST/raw  # everything goes here, then into one archive (the device tool returns at most 8 files)
+mkdir -p "$OUT"
+export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}. PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
+LIMIT=${LIMIT:-560}
+t0=$(date +%s)
+left() { echo $((LIMIT - ($(date +%s) - t0))); }
+step() {  # step LOG CMD...: run CMD within the time still left, log its output, note its exit code
+  local log=$1; shift
+  echo "### $(date -u +%H:%M:%S) $*" >>"$log"
+  timeout "$(left)" "$@" >>"$log" 2>&1
+  echo "### exit $? after $(($(date +%s) - t0)) s" >>"$log"
+}
+
+nvidia-smi --query-gpu=index,name,memory.total --format=csv >"$OUT/cards.txt" 2>&1
+python -c "import torch, transformers, peft, sklearn; print(torch.__version__, torch.version.cuda, transformers.__version__, peft.__version__, sklearn.__version__)" >>"$OUT/cards.txt" 2>&1
+
+case ${1:-single} in
+single)
+  (
+    export CUDA_VISIBLE_DEVICES=0
+    step "$OUT/card0.log" python bench/bench_swap.py --dtypes bf16 --tokens 16384 65536 --naive-tokens 65536 \
+      --precisions float64 bf16x3 bf16x6 tf32 --json "$OUT/swap_precision.json" --profile "$OUT/profile_swap_bf16.txt"
+    step "$OUT/card0.log" python bench/bench_swap.py --arch llama3-8b --dtypes bf16 --tokens 16384 65536 \
+      --naive-tokens 16384 --precisions float64 bf16x6 --json "$OUT/swap_llama8b.json"
+    step "$OUT/card0.log" python bench/bench_loraild.py --section kmeans --kmeans-examples 3200 --kmeans-sets 6 \
+      --json "$OUT/kmeans.json"
+  ) &
+  (
+    export CUDA_VISIBLE_DEVICES=1
+    step "$OUT/card1.log" python bench/bench_loraild.py --dtypes bf16 --lora-paths fused hooks \
+      --json "$OUT/loraild_steps.json" --profile "$OUT/profile_loraild_fused.txt"
+    step "$OUT/card1.log" python bench/bench_loraild.py --section run --run-epochs 2 --run-steps 50 \
+      --run-batch 128 --run-test 3200 --json "$OUT/loraild_run.json"
+    step "$OUT/card1.log" python bench/bench_loraild.py --section compile --dtypes bf16 --compare-steps 200 \
+      --json "$OUT/loraild_compile.json"
+  ) &
+  wait
+  ;;
+multi)
+  step "$OUT/multi.log" python bench/bench_swap_multi_gpu.py --json "$OUT/swap_multi_gpu.json"
+  step "$OUT/multi.log" python bench/bench_loraild_ddp.py --nproc 2 --global-batch 128 --steps-per-epoch 50 \
+    --epochs 3 --json "$OUT/ddp_b128.json"
+  ;;
+sweep)
+  step "$OUT/sweep.log" python bench/bench_sweep_gpus.py --json "$OUT/sweep.json"
+  ;;
+*)
+  echo "usage: bash bench/run_gpu_benches.sh single|multi|sweep" >&2
+  exit 2
+  ;;
+esac
+for log in "$OUT"/*.log; do echo "===== $log"; grep -v '^{' "$log" | tail -n 40; done
+tar czf "$DEST/bench-${1:-single}.tgz" -C "$OUT" . && rm -rf "$OUT"
+ls -la "$DEST"
