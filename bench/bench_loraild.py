@@ -207,6 +207,10 @@ def main() -> None:
     ap.add_argument("--run-batch", type=int, default=128)
     ap.add_argument("--run-test", type=int, default=3200, help="test (and cluster) examples: the paper's cap")
     ap.add_argument("--run-precision", default="no", choices=["no", "bf16"])
+    ap.add_argument("--run-words", type=int, default=None,
+                    help="words per synthetic sentence (default: fill --seq; SST-2's sentences average about 20)")
+    ap.add_argument("--run-compile", nargs="+", default=["off"],
+                    help="compile modes of the run, one run each (e.g. off auto); --compile overrides")
     ap.add_argument("--run-dir", default=None)
     ap.add_argument("--kmeans-examples", type=int, default=3200)
     ap.add_argument("--kmeans-sets", type=int, default=6, help="feature sets compared with scikit-learn")

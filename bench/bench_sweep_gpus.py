@@ -49,7 +49,7 @@ def main() -> int:
     ap.add_argument("--seeds", type=int, default=2, help="seeds 0 .. N-1 of every method")
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--steps-per-epoch", type=int, default=40)
-    ap.add_argument("--epochs", type=int, default=1)
+    ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--max-length", type=int, default=128)
     ap.add_argument("--test", type=int, default=872, help="test (and cluster) examples per run")
     ap.add_argument("--tiny", action="store_true", help="tiny models on the CPU, 2 worker processes")
@@ -97,12 +97,16 @@ def main() -> int:
         files = sorted(results.rglob("seed*.json"))
         ran = next((line for line in stdout.splitlines() if line.startswith("ran ")), "?")
         losses = {}
+        per_run = {}
         for f in files:
             r = json.loads(f.read_text())
             losses[(r["method"], r["seed"])] = [h["train"]["loss"] for h in r["history"]]
+            per_run[f"{r['method']}/{r['seed']}"] = {"elapsed_s": r.get("elapsed_s"), "phases_s": r.get("phases_s")}
         out[label] = {"wall_s": wall, "runs": n_runs, "runs_per_hour": 3600 * n_runs / wall, "result_files": len(files),
-                      "distinct_runs": len(losses), "reported": ran, "losses": {f"{m}/{s}": v for (m, s), v in losses.items()}}
-        print(f"{label}: {n_runs} runs in {wall:.1f} s = {out[label]['runs_per_hour']:.0f} runs/hour; "
+                      "distinct_runs": len(losses), "reported": ran, "per_run": per_run,
+                      "log_tail": (work / f"sweep-{label}.log").read_text()[-3000:], "losses": {f"{m}/{s}": v for (m, s), v in losses.items()}}
+        busy = sum(v["elapsed_s"] or 0 for v in per_run.values())
+        print(f"{label}: {n_runs} runs in {wall:.1f} s (the runs' own elapsed_s add up to {busy:.1f} s) = {out[label]['runs_per_hour']:.0f} runs/hour; "
               f"result files {len(files)} ({len(losses)} distinct runs); sweep said: {ran}", flush=True)
     (a, b) = out.values()
     diffs = [abs(x - y) / max(abs(x), 1e-12) for k in a["losses"] for x, y in zip(a["losses"][k], b["losses"].get(k, []))]

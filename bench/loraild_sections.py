@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -122,7 +123,8 @@ def run_phases(args) -> dict:
     models = write_models(work / "models", tiny=args.tiny)
     seq = 32 if args.tiny else args.seq
     n_train = args.run_batch * args.run_steps
-    glue = write_sst2(work / "glue", n_train=int(n_train / 0.9) + 20, n_dev=args.run_test, words=seq - 2)
+    words = min(args.run_words or seq - 2, seq - 2)  # padded to seq tokens either way; the cache keeps real tokens
+    glue = write_sst2(work / "glue", n_train=int(n_train / 0.9) + 20, n_dev=args.run_test, words=words)
     common = ["--glue-dir", str(glue), "--teacher", models["teacher"], "--student", models["student"],
               "--epochs", str(args.run_epochs), "--teacher-epochs", "1",
               "--rank", "4" if args.tiny else str(args.rank), "--max-length", str(seq), "--pad-to-max-length",
@@ -131,8 +133,6 @@ def run_phases(args) -> dict:
               str(args.run_test), "--teacher-cache-max-gb", "16", "--results-dir", str(work / "results")]
     if args.tiny:
         common += ["--device", "cpu"]
-    if args.compile:
-        common += ["--compile", args.compile]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
     if args.run_precision != "no":
         env["ACCELERATE_MIXED_PRECISION"] = args.run_precision
@@ -141,23 +141,37 @@ def run_phases(args) -> dict:
     # stage 1 and the teacher cache first, so the timed run is stage 2 alone
     subprocess.run([sys.executable, "-m", "paperlib", "sweep", "--tasks", "sst2", "--methods", args.run_method,
                     "--seeds", "0", "--teachers-only", *common], env=env, check=True, cwd=root)
+    modes = [args.compile] if args.compile else args.run_compile
+    out = {}
+    for mode in modes:  # the same run once per compile mode (the result is removed in between)
+        for old in (work / "results").rglob("seed0-*"):
+            shutil.rmtree(old) if old.is_dir() else old.unlink()
+        out[mode] = _one_run(args, work, common + ["--compile", mode], env, root, n_train, seq)
+    return out if len(out) > 1 else next(iter(out.values()))
+
+
+def _one_run(args, work: Path, common: list[str], env: dict, root: str, n_train: int, seq: int) -> dict:
     cli = ["--task", "sst2", "--method", args.run_method, "--seed", "0", *common]
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "paperlib", "loraild", *cli], env=env, cwd=root,
                           capture_output=True, text=True)
     wall = time.perf_counter() - t0
     if proc.returncode:
-        raise SystemExit(f"run failed:\n{proc.stderr[-4000:]}")
+        print(f"run failed ({' '.join(common[-2:])}):\n{proc.stderr[-4000:]}", flush=True)
+        return {"failed": proc.stderr[-4000:]}
     result = json.loads(next((work / "results").rglob("seed0-*.json")).read_text())
     phases = result["phases_s"]
     total = result["elapsed_s"]
     steps = args.run_steps * args.run_epochs
     print(f"\none run: {args.run_method}, {args.run_epochs} epochs x {args.run_steps} steps of {args.run_batch} x {seq} "
-          f"tokens, test/cluster examples {args.run_test}, precision {args.run_precision}, compile {args.compile}")
-    print(f"process wall {wall:.1f} s (imports, model loading included); run elapsed_s {total:.1f} s")
+          f"tokens (sentences of {args.run_words or seq - 2} words), test/cluster examples {args.run_test}, "
+          f"precision {args.run_precision}, "
+          f"{' '.join(common[-2:])} (the run compiled: {result.get('compile')})")
+    print(f"process wall {wall:.1f} s (imports, model loading included); run elapsed_s {total:.1f} s; "
+          f"epoch train losses {[round(h['train']['loss'], 5) for h in result['history']]}")
     for k, v in sorted(phases.items(), key=lambda kv: -kv[1]):
         print(f"  {k:16s} {v:8.2f} s  {100 * v / total:5.1f}%")
-    print(f"  steps: {1e3 * phases.get('steps', 0) / steps:.1f} ms/step")
+    print(f"  steps: {1e3 * phases.get('steps', 0) / steps:.1f} ms/step", flush=True)
     # the paper's SST-2: 67,349 training examples (60,614 after the 9:1 cut), 20 epochs, batch 128
     paper_train, paper_epochs, paper_test = 60_614, 20, 872
     per_step = phases.get("steps", 0) / steps
@@ -169,7 +183,8 @@ def run_phases(args) -> dict:
     share = extra["steps"] / sum(extra.values())
     print(f"  extrapolated to the paper's SST-2 (60,614 x 20 epochs; per-unit costs of this run): steps "
           f"{extra['steps']:.0f} s of {sum(extra.values()):.0f} s = {100 * share:.1f}% (an estimate, not a measurement)")
-    return {"wall_s": wall, "elapsed_s": total, "phases_s": phases, "steps": steps,
+    return {"wall_s": wall, "elapsed_s": total, "phases_s": phases, "steps": steps, "compiled": result.get("compile"),
+            "train_loss": [h["train"]["loss"] for h in result["history"]],
             "steps_share": phases.get("steps", 0) / total, "extrapolated_sst2": extra, "extrapolated_steps_share": share}
 
 

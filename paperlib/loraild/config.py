@@ -166,7 +166,7 @@ def check_method(method: str) -> MethodSpec:
     return METHODS[method]
 
 
-COMPILE_MODES = (None, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+COMPILE_MODES = (None, "auto", "off", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 #: what the cluster analysis clusters as the LoRA-A features (Table 2, :mod:`paperlib.loraild.clusters`):
 #: ``"l2"`` per-token L2-normalised (over the token's whole layers x modules x r vector, as eq. 3
 #: and the authors' analyser), LoRA dropout off; ``"l2_dropout"`` the same with the student's LoRA
@@ -225,11 +225,13 @@ class RunConfig:
     teacher_cache_max_gb: float = 2.0
     checkpoint: bool | None = None  # resume checkpoints after every epoch but the last (embedded: off)
     keep_checkpoints: bool = False  # keep the best student's weights (best_model.safetensors) after the run
-    # torch.compile mode for the student (the frozen teacher stays eager): "default",
-    # "reduce-overhead" (CUDA graphs; 3-4x faster steps at 32 x 128 on an H100, see bench/README.md),
-    # "max-autotune", "max-autotune-no-cudagraphs"; None runs eagerly.  An execution choice like
+    # torch.compile mode for the student (the frozen teacher stays eager): "auto" (the default:
+    # "reduce-overhead", i.e. CUDA graphs, for a one-process run on a GPU with fixed shapes, i.e.
+    # padding to max_length; eager otherwise; see compile_mode), "default", "reduce-overhead"
+    # (3-4x faster steps at 32 x 128 on an H100, bench/README.md), "max-autotune",
+    # "max-autotune-no-cudagraphs"; "off" or None runs eagerly.  An execution choice like
     # ``device``: it is not part of the results' key.
-    compile: str | None = None
+    compile: str | None = "auto"
     # take the authors' per-method settings (lr, weight decay, curriculum start / schedule / final,
     # teacher lr) of this GLUE task for another task: the GPU configuration of the embedded
     # Rotten Tomatoes task uses "sst2", the task built from the same snippets
@@ -253,6 +255,19 @@ class RunConfig:
     def padding_to_max(self) -> bool:
         """Unmasked ILD (the authors' mean over all positions) implies padding to max_length."""
         return self.pad_to_max_length or not self.ild_mask_padding
+
+    def compile_mode(self, device_type: str, num_processes: int) -> str | None:
+        """The ``torch.compile`` mode a run uses: ``compile`` itself, or for ``"auto"``
+        ``"reduce-overhead"`` when CUDA graphs pay (one process on a GPU, every batch padded to
+        ``max_length``: one shape, so one graph) and eager (``None``) otherwise.  Compiled steps
+        train like eager ones (bench/README.md section 7: without dropout the 50-step loss means
+        agree to 8e-5 over 200 steps)."""
+        if self.compile in (None, "off"):
+            return None
+        if self.compile == "auto":
+            static = device_type == "cuda" and num_processes == 1 and self.padding_to_max
+            return "reduce-overhead" if static else None
+        return self.compile
 
     def replace(self, **changes: Any) -> "RunConfig":
         """A copy with ``changes``; a new task or method also clears what :meth:`resolved` filled in.

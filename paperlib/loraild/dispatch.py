@@ -125,6 +125,15 @@ def _init_worker(threads: int, envs) -> None:
 
     exit_with_parent()  # a killed sweep takes its workers with it
     torch.set_num_threads(threads)
+    # pay the imports and the CUDA context now, in every worker at once, not at each one's first run
+    import paperlib.loraild.train  # noqa: F401
+
+    if torch.cuda.is_available():
+        torch.zeros(1, device="cuda")
+
+
+def _ready() -> int:
+    return os.getpid()
 
 
 class LocalPool:
@@ -137,6 +146,10 @@ class LocalPool:
             envs.put(env)
         self._pool = ProcessPoolExecutor(plan.workers, mp_context=ctx, initializer=_init_worker,
                                          initargs=(plan.threads, envs))
+        # a spawn pool starts a worker per submission while none is idle: one no-op each starts all
+        # of them together (otherwise the second starts only when the first job is done)
+        for fut in [self._pool.submit(_ready) for _ in range(plan.workers)]:
+            fut.result()
 
     def __enter__(self) -> "LocalPool":
         return self

@@ -24,6 +24,7 @@ from tqdm import tqdm
 from paperlib.loraild.config import METHOD_NAMES, METHODS, RunConfig, check_method, check_task
 from paperlib.loraild.dispatch import (LocalPool, RayPool, absolute, plan_workers, precompute, ray_connect,
                                       ray_gpus_per_run, shard_configs, under_launcher)
+from paperlib.loraild.teacher import outputs_cached
 from paperlib.loraild.train import is_finished, load_result, needed_parts, run, teacher_finished, train_teacher
 
 
@@ -100,7 +101,9 @@ def run_sweep(base: RunConfig, tasks: Iterable[str], methods: Iterable[str] = ME
         todo = []
     # teachers (and caches) are prepared for tasks with runs to do; the others' summaries are read back
     pending = set(teacher_jobs) if teachers_only else {configs[i].task for i in todo}
-    teachers = {t: train_teacher(c) for t, (c, _) in teacher_jobs.items() if t not in pending and teacher_finished(c)}
+    # a finished teacher whose outputs are all cached needs no worker (its summary is read back)
+    teachers = {t: train_teacher(c) for t, (c, p) in teacher_jobs.items()
+                if teacher_finished(c) and (t not in pending or outputs_cached(c, p))}
     teacher_jobs = {t: job for t, job in teacher_jobs.items() if t not in teachers}
     if backend == "ray":
         ray = ray_connect(address)

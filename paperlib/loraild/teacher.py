@@ -176,16 +176,31 @@ def teacher_outputs(cfg: RunConfig, acc: Accelerator, parts: tuple[str, ...], n_
         # recorder a later run attaches would not be traced by an already compiled module
         return None, live, LoraFeatureRecorder(live) if "lora" in parts else None
     folder = cache_folder(cfg)
-    with acc.main_process_first():
-        need_teacher = not all(tc.part_path(folder, p).exists() or f"{folder}/{p}" in tc._MEMORY for p in parts)
-        teacher = load_teacher(cfg, acc.device) if need_teacher else (lambda: load_teacher(cfg, acc.device))
-        loader = make_loader(prep.encoded["train"], cfg.eval_batch_size,
-                             Collator(prep.tokenizer.pad_token_id, cfg.max_length, cfg.padding_to_max))
-        cache = tc.load_or_compute(folder, teacher, loader, parts, cfg.ild_mask_padding, acc.device,
-                                   write=acc.is_main_process, progress=cfg.progress)
+    if acc.num_processes > 1:  # one process computes or reads the cache; the others receive it from it
+        cache = None
+        if acc.is_main_process:
+            cache = _load_or_compute(cfg, acc, prep, folder, parts).to(acc.device)
+        return tc.broadcast(cache, acc.device), None, None
+    cache = _load_or_compute(cfg, acc, prep, folder, parts)
     if acc.device.type != "cpu":  # lookups become one gather on the device (size bounded as above)
         cache = cache.to(acc.device)
     return cache, None, None
+
+
+def _load_or_compute(cfg: RunConfig, acc: Accelerator, prep, folder: Path, parts: tuple[str, ...]) -> tc.TeacherCache:
+    """The cache from memory or ``folder``, else computed by the teacher (and saved by the main process)."""
+    need_teacher = not all(tc.part_path(folder, p).exists() or f"{folder}/{p}" in tc._MEMORY for p in parts)
+    teacher = load_teacher(cfg, acc.device) if need_teacher else (lambda: load_teacher(cfg, acc.device))
+    loader = make_loader(prep.encoded["train"], cfg.eval_batch_size,
+                         Collator(prep.tokenizer.pad_token_id, cfg.max_length, cfg.padding_to_max))
+    return tc.load_or_compute(folder, teacher, loader, parts, cfg.ild_mask_padding, acc.device,
+                              write=acc.is_main_process, progress=cfg.progress)
+
+
+def outputs_cached(cfg: RunConfig, parts: tuple[str, ...]) -> bool:
+    """Whether every output in ``parts`` is already in the cache folder (nothing left to compute)."""
+    folder = cache_folder(cfg.resolved())
+    return all(tc.part_path(folder, p).exists() for p in parts)
 
 
 def precompute_teacher(cfg: RunConfig, parts: tuple[str, ...] = tc.PARTS,

@@ -160,13 +160,17 @@ def compute_parts(teacher: nn.Module, loader: DataLoader, parts: tuple[str, ...]
                 pooled.append(tb.pooled.float().cpu())
             if tb.lora is not None:
                 shape = tuple(tb.lora.shape[2:])
-                feats = tb.lora.float().flatten(2).cpu()  # [B, T, D]
-                keep = batch["attention_mask"].sum(1).cpu() if mask_padding else torch.full(
-                    (feats.shape[0],), feats.shape[1])
-                for row in range(feats.shape[0]):
-                    k = int(keep[row])
-                    flat.append(feats[row, :k].clone())
-                    lengths.append(k)
+                feats = tb.lora.flatten(2)  # [B, T, D], on the teacher's device
+                n_rows, n_tok = feats.shape[:2]
+                if mask_padding:  # an example's first `keep` tokens (right padding), selected on the device
+                    keep = batch["attention_mask"].sum(1)
+                    real = torch.arange(n_tok, device=feats.device)[None, :] < keep[:, None]
+                    rows = feats[real]
+                    lengths.extend(keep.tolist())
+                else:
+                    rows = feats.reshape(n_rows * n_tok, -1)
+                    lengths.extend([n_tok] * n_rows)
+                flat.append(rows.float().cpu())  # one transfer per batch
     finally:
         if recorder is not None:
             recorder.remove()
@@ -235,10 +239,44 @@ def load_or_compute(folder: Path, teacher: nn.Module | Callable[[], nn.Module] |
     return TeacherCache(have)
 
 
+def broadcast(cache: TeacherCache | None, device: torch.device | str, src: int = 0) -> TeacherCache:
+    """The cache of process ``src`` on every process of the running process group, sent over the
+    group's backend (NCCL between GPUs) instead of each process reading the files again.
+
+    ``cache`` is the source's cache (already on ``device``), ``None`` on the other processes.
+    """
+    import torch.distributed as dist
+
+    def describe(v):
+        return (tuple(v.shape), v.dtype)
+
+    desc: list = [None]
+    if dist.get_rank() == src:
+        assert cache is not None
+        desc = [{k: ({kk: describe(vv) if isinstance(vv, torch.Tensor) else vv for kk, vv in v.items()}
+                     if isinstance(v, dict) else describe(v)) for k, v in cache.parts.items()}]
+    dist.broadcast_object_list(desc, src=src)
+
+    def receive(mine, spec):
+        t = mine if mine is not None else torch.empty(spec[0], dtype=spec[1], device=device)
+        dist.broadcast(t, src=src)
+        return t
+
+    parts: dict[str, torch.Tensor | dict] = {}
+    for k, spec in desc[0].items():
+        mine = cache.parts[k] if cache is not None else None
+        if isinstance(spec, dict):
+            parts[k] = {kk: receive(mine[kk] if mine is not None else None, sv) if kk != "shape" else sv
+                        for kk, sv in spec.items()}
+        else:
+            parts[k] = receive(mine, spec)
+    return TeacherCache(parts)
+
+
 def clear_memory() -> None:
     """Forget the in-process copies (the files stay)."""
     _MEMORY.clear()
 
 
 __all__ = ["part_path", "save_part", "read_part", "parts_for", "TeacherBatch", "TeacherCache", "teacher_forward", "compute_parts", "load_or_compute",
-           "estimate_bytes", "clear_memory", "PARTS"]
+           "estimate_bytes", "broadcast", "clear_memory", "PARTS"]

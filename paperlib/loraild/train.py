@@ -44,15 +44,17 @@ from paperlib.loraild.teacher import (cache_folder, load_teacher, needed_parts, 
                                       teacher_outputs, teacher_shape, train_teacher)
 
 
-def build_run_model(cfg: RunConfig, n_t: int, h_t: int) -> tuple[DistillModel, LayerAligner | None]:
-    """The student wrapped with its distillation losses (seeded first), and its layer aligner."""
+def build_run_model(cfg: RunConfig, n_t: int, h_t: int, compile_mode: str | None = None
+                    ) -> tuple[DistillModel, LayerAligner | None]:
+    """The student wrapped with its distillation losses (seeded first), and its layer aligner;
+    the student compiled with ``compile_mode`` (:meth:`RunConfig.compile_mode`) unless ``None``."""
     method, spec = cfg.method_spec, cfg.task_spec
     set_seed(cfg.seed)  # seed first, then build every trainable module
     student = build_student(cfg.student, spec.num_labels, cfg.rank if method.student_lora else None,
                             cfg.lora_dropout)
     model = DistillModel(student, method, spec, n_t, h_t, cfg.rail_dim, cfg.temperature, cfg.ild_mask_padding)
-    if cfg.compile:  # after DistillModel attached its LoRA feature hooks
-        compile_model(student, cfg.compile)
+    if compile_mode:  # after DistillModel attached its LoRA feature hooks
+        compile_model(student, compile_mode)
     aligner = LayerAligner(method.alignment, n_t, model.n_student_layers, cfg.seed) if method.alignment else None
     return model, aligner
 
@@ -113,7 +115,8 @@ def _run(cfg: RunConfig, acc: Accelerator) -> dict:
     with timer("teacher_outputs"):
         cache, live_teacher, t_recorder = teacher_outputs(cfg, acc, parts, n_t, h_t)
     with timer("setup"):
-        model, aligner = build_run_model(cfg, n_t, h_t)
+        compile_mode = cfg.compile_mode(acc.device.type, acc.num_processes)
+        model, aligner = build_run_model(cfg, n_t, h_t, compile_mode)
         n_s = model.n_student_layers
         optimizer = adamw([p for p in model.parameters() if p.requires_grad], cfg.lr, cfg.weight_decay)
         sampler, train, valid, test, _ = loaders(acc, prep, cfg, cfg.seed)
@@ -175,6 +178,7 @@ def _run(cfg: RunConfig, acc: Accelerator) -> dict:
                 k: teacher_summary[k] for k in ("best_epoch", "best_valid", "best_test")},
             "data": prep.data.sizes(), "source": prep.data.source, "elapsed_s": time.time() - t0,
             "device": str(acc.device), "num_processes": acc.num_processes, "mixed_precision": acc.mixed_precision,
+            "compile": compile_mode,
             "config": cfg.to_dict(), "experiment_key": cfg.experiment_key(),
             "phases_s": timer.as_dict(),
         }

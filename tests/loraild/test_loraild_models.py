@@ -112,3 +112,20 @@ def test_cached_teacher_outputs_equal_live_ones(tiny):
     moved = cache.to("cpu")
     assert moved.nbytes() == cache.nbytes() > 0
     assert torch.equal(moved.lookup(idx, batch["input_ids"].shape[1], "cpu").lora, looked.lora)
+
+
+def test_cache_without_padding_mask_keeps_every_position(tiny):
+    """mask_padding=False stores each example's full padded row, token for token as the teacher's
+    recorded features (written out per example here; the cache selects them batch-wise)."""
+    torch.manual_seed(0)
+    teacher = build_teacher(tiny.teacher, 2, rank=4).eval()
+    _, enc, tok = _batch(tiny, n=6)
+    loader = make_loader(enc, 4, Collator(tok.pad_token_id, 16, pad_to_max=True))
+    store = compute_parts(teacher, loader, ("logits", "lora"), False, "cpu")["lora"]
+    expected = []
+    with LoraFeatureRecorder(teacher) as rec:
+        for batch in loader:
+            feats = teacher_forward(teacher, batch, rec, need_pooled=False, mask_padding=False).lora
+            expected += [feats[row].flatten(1) for row in range(feats.shape[0])]
+    assert torch.equal(store["offsets"], torch.arange(0, 16 * 7, 16))
+    assert torch.allclose(store["flat"], torch.cat(expected).float(), atol=1e-6)

@@ -223,3 +223,18 @@ def test_compiled_student_trains_like_the_eager_one(tiny, monkeypatch):
     assert compiled["config"]["compile"] == "default"
     with pytest.raises(ValueError, match="compile must be one of"):
         tiny.config(compile="fastest").resolved()
+
+
+def test_auto_compile_uses_cuda_graphs_only_for_one_fixed_shape_process_on_a_gpu(tiny):
+    """``compile="auto"`` (the default) picks CUDA graphs where they pay and eager elsewhere."""
+    cfg = tiny.config()
+    assert cfg.compile == "auto"
+    fixed = cfg.replace(pad_to_max_length=True)
+    assert fixed.compile_mode("cuda", 1) == "reduce-overhead"
+    assert cfg.replace(ild_mask_padding=False).compile_mode("cuda", 1) == "reduce-overhead"  # pads to max too
+    assert cfg.replace(pad_to_max_length=False).compile_mode("cuda", 1) is None  # a shape per batch
+    assert fixed.compile_mode("cpu", 1) is None
+    assert fixed.compile_mode("cuda", 2) is None  # data-parallel runs stay eager
+    assert fixed.replace(compile="off").compile_mode("cuda", 1) is None
+    assert fixed.replace(compile=None).compile_mode("cuda", 1) is None
+    assert cfg.replace(compile="default").compile_mode("cpu", 1) == "default"  # asked for: always
