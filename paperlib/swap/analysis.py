@@ -58,6 +58,19 @@ class FitResult:
     r2: list[float]
     n_tokens: int
     baselines: dict[str, list[float]] = field(default_factory=dict)
+    #: ``A`` as float64 tensors on each layer's device, as solved (equal to ``A``); pass 2 and the
+    #: table use them instead of copying ``A`` back to the device (13 MB per layer at GPT-2 Large)
+    A_device: list[torch.Tensor] | None = field(default=None, repr=False, compare=False)
+
+    def map_on(self, i: int, device: str | torch.device) -> torch.Tensor:
+        """``A_i`` as a float64 tensor on ``device``: the kept device copy when it lives there,
+        else one copy of ``A[i]``."""
+        dev = torch.device(device)
+        if dev.type == "cuda" and dev.index is None:
+            dev = torch.device("cuda", torch.cuda.current_device())
+        if self.A_device is not None and self.A_device[i].device == dev:
+            return self.A_device[i]
+        return torch.as_tensor(self.A[i], dtype=torch.float64).to(dev)
 
 
 @dataclass
@@ -167,6 +180,7 @@ def fit_layers(
         mask = batch.attention_mask
         # flat row of each sequence's last real token (batches are right-padded)
         last = (mask.sum(1) - 1).clamp_min(0) + torch.arange(mask.shape[0], device=mask.device) * mask.shape[1]
+        last_on: dict[torch.device, torch.Tensor] = {}  # one copy per device and batch, not per layer
         if eqs is None:
             d = tr.hidden[0].shape[-1]
             eqs = [NormalEquations(d, device=stats_device if stats_device is not None else devs[i],
@@ -182,7 +196,9 @@ def fit_layers(
                 sums[i][0] += ((1.0 - c) * w).sum(dtype=torch.float64)
                 sums[i][1] += (torch.arccos(c) / math.pi * w).sum(dtype=torch.float64)
                 sums[i][2] += _rel_norm(x_2 - x_i, x_i).sum(dtype=torch.float64)
-                last_i = last.to(dev)
+                last_i = last_on.get(dev)
+                if last_i is None:
+                    last_i = last_on[dev] = last.to(dev)
                 c_last = _cos(x_i[last_i], x_2[last_i])  # Gromov et al.: the last token only
                 sums[i][3] += (torch.arccos(c_last) / math.pi).sum(dtype=torch.float64)
             rows.forget_below(i + 1)
@@ -199,6 +215,8 @@ def fit_layers(
         r2=[f.r2 for f in fits],
         n_tokens=count,
         baselines={k: means[b] for b, k in enumerate(BASELINES)},
+        # kept where solved, unless the statistics were sent to the host to spare device memory
+        A_device=[f.A_tensor for f in fits] if stats_device is None else None,
     )
 
 
@@ -245,9 +263,8 @@ def measure_swaps(
     # [A_i | K_i] per layer (K_i = A_i A_{i+1} - A_{i+1} A_i, 0 for the last layer), float32 on its device
     maps: list[tuple[torch.Tensor, ...]] = []
     for i in range(n):
-        a = torch.as_tensor(fit.A[i], dtype=torch.float64).to(devs[i])
-        k = (commutator(a, torch.as_tensor(fit.A[i + 1], dtype=torch.float64).to(devs[i])) if i < n - 1
-             else torch.zeros_like(a))
+        a = fit.map_on(i, devs[i])  # kept on the device by fit_layers: no host -> device copy
+        k = commutator(a, fit.map_on(i + 1, devs[i])) if i < n - 1 else torch.zeros_like(a)
         m = torch.cat([a, k], dim=1).float()
         del a, k
         parts = split_bf16(m, SPLIT_PARTS[precision]) if precision in SPLIT_PARTS else (m,)
@@ -310,7 +327,7 @@ def pair_rows(fit: FitResult, swaps: SwapResult | None = None, device: str | tor
     dep_b: list[float] = []
     for s in range(0, n, chunk):
         e = min(n, s + chunk)
-        A = torch.stack([torch.as_tensor(a, dtype=torch.float64) for a in fit.A[s : min(n, e + 1)]]).to(device)
+        A = torch.stack([fit.map_on(j, device) for j in range(s, min(n, e + 1))])  # device copies kept by fit_layers
         nrm = spectral_norms(A)  # layers s .. e (e included when it exists: the next chunk's first)
         if len(A) > 1:
             # Dep (eq. 14) of the pairs (i, i+1), i = s .. e-1, at once: batched spectral norms of both products

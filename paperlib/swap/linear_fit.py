@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -163,6 +163,9 @@ class LayerFit:
     A: np.ndarray  # (d, d), row convention: Y ~ Xhat @ A
     r2: float  # 1 - SSE / SST of Y = X_{i+1} - X_i
     n_tokens: int
+    #: the same map as a float64 tensor where it was solved (on a GPU: kept there, so later steps
+    #: need no host -> device copy of d^2 numbers)
+    A_tensor: torch.Tensor | None = field(default=None, repr=False, compare=False)
 
 
 class NormalEquations:
@@ -238,4 +241,4 @@ class NormalEquations:
         sse = self.y_sq - 2.0 * torch.sum(A * self.C) + torch.sum(A * (self.G @ A))
         sst = self.y_sq - (self.y_sum @ self.y_sum) / max(self.n, 1)
         r2 = float(1.0 - sse / sst) if sst > 0 else float("nan")
-        return LayerFit(A=A.cpu().numpy(), r2=r2, n_tokens=self.n)
+        return LayerFit(A=A.cpu().numpy(), r2=r2, n_tokens=self.n, A_tensor=A)
