@@ -261,6 +261,18 @@ def test_maps_kept_on_the_device_give_the_same_results_as_host_copies(fitted, na
     assert pair_rows(host, swaps_host) == pair_rows(fit, swaps)
 
 
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_table_on_the_gpu_equals_the_host_table(fitted):
+    """Trans and the spectral norms on the GPU (maps moved there, batched eigen-solver) give the
+    host's table to rounding."""
+    _, _, _, _, fit, swaps = fitted["gpt2"]
+    host = pair_rows(fit, swaps)
+    gpu = pair_rows(fit, swaps, device="cuda")
+    for a, b in zip(gpu, host):
+        for k in ("trans_i", "trans_j", "dep_ij", "dep_ji", "r"):
+            assert a[k] == pytest.approx(b[k], rel=1e-10, abs=1e-14), k
+
 def test_maps_are_not_kept_when_the_statistics_live_on_the_host(tiny):
     """``stats_device="cpu"`` spares device memory for large models: no device copies kept."""
     stack = ResidualStack(tiny.model("gpt2"))
