@@ -58,6 +58,19 @@ class FitResult:
     r2: list[float]
     n_tokens: int
     baselines: dict[str, list[float]] = field(default_factory=dict)
+    #: ``A`` as float64 tensors on each layer's device, as solved (equal to ``A``); pass 2 and the
+    #: table use them instead of copying ``A`` back to the device (13 MB per layer at GPT-2 Large)
+    A_device: list[torch.Tensor] | None = field(default=None, repr=False, compare=False)
+
+    def map_on(self, i: int, device: str | torch.device) -> torch.Tensor:
+        """``A_i`` as a float64 tensor on ``device``: the kept device copy when it lives there,
+        else one copy of ``A[i]``."""
+        dev = torch.device(device)
+        if dev.type == "cuda" and dev.index is None:
+            dev = torch.device("cuda", torch.cuda.current_device())
+        if self.A_device is not None and self.A_device[i].device == dev:
+            return self.A_device[i]
+        return torch.as_tensor(self.A[i], dtype=torch.float64).to(dev)
 
 
 @dataclass
@@ -167,6 +180,7 @@ def fit_layers(
         mask = batch.attention_mask
         # flat row of each sequence's last real token (batches are right-padded)
         last = (mask.sum(1) - 1).clamp_min(0) + torch.arange(mask.shape[0], device=mask.device) * mask.shape[1]
+        last_on: dict[torch.device, torch.Tensor] = {}  # one copy per device and batch, not per layer
         if eqs is None:
             d = tr.hidden[0].shape[-1]
             eqs = [NormalEquations(d, device=stats_device if stats_device is not None else devs[i],
@@ -182,7 +196,9 @@ def fit_layers(
                 sums[i][0] += ((1.0 - c) * w).sum(dtype=torch.float64)
                 sums[i][1] += (torch.arccos(c) / math.pi * w).sum(dtype=torch.float64)
                 sums[i][2] += _rel_norm(x_2 - x_i, x_i).sum(dtype=torch.float64)
-                last_i = last.to(dev)
+                last_i = last_on.get(dev)
+                if last_i is None:
+                    last_i = last_on[dev] = last.to(dev)
                 c_last = _cos(x_i[last_i], x_2[last_i])  # Gromov et al.: the last token only
                 sums[i][3] += (torch.arccos(c_last) / math.pi).sum(dtype=torch.float64)
             rows.forget_below(i + 1)
@@ -199,6 +215,8 @@ def fit_layers(
         r2=[f.r2 for f in fits],
         n_tokens=count,
         baselines={k: means[b] for b, k in enumerate(BASELINES)},
+        # kept where solved, unless the statistics were sent to the host to spare device memory
+        A_device=[f.A_tensor for f in fits] if stats_device is None else None,
     )
 
 
@@ -245,9 +263,8 @@ def measure_swaps(
     # [A_i | K_i] per layer (K_i = A_i A_{i+1} - A_{i+1} A_i, 0 for the last layer), float32 on its device
     maps: list[tuple[torch.Tensor, ...]] = []
     for i in range(n):
-        a = torch.as_tensor(fit.A[i], dtype=torch.float64).to(devs[i])
-        k = (commutator(a, torch.as_tensor(fit.A[i + 1], dtype=torch.float64).to(devs[i])) if i < n - 1
-             else torch.zeros_like(a))
+        a = fit.map_on(i, devs[i])  # kept on the device by fit_layers: no host -> device copy
+        k = commutator(a, fit.map_on(i + 1, devs[i])) if i < n - 1 else torch.zeros_like(a)
         m = torch.cat([a, k], dim=1).float()
         del a, k
         parts = split_bf16(m, SPLIT_PARTS[precision]) if precision in SPLIT_PARTS else (m,)
@@ -295,27 +312,39 @@ def measure_swaps(
 
 
 def pair_rows(fit: FitResult, swaps: SwapResult | None = None, device: str | torch.device = "cpu",
-              memory_budget: int = 2 * 2**30) -> list[dict]:
+              memory_budget: int | None = None) -> list[dict]:
     """One row per adjacent pair, layers numbered from 1 as in the paper.
 
-    The spectral norms of ``Dep`` (eq. 14) are computed on ``device`` (SVDs of d x d maps), for
-    as many layers at a time as fit ``memory_budget`` bytes (all of them at GPT-2 Large size; one
-    or two at a time at d = 8192, where one float64 map is 0.5 GiB).
+    The spectral norms of ``Dep`` (eq. 14) are computed on ``device``: the maps ``A_i`` and both
+    products ``A_i A_{i+1}``, ``A_{i+1} A_i`` of every pair in one batched call, for as many layers
+    at a time as fit ``memory_budget`` bytes (default: 2 GiB on the host, half the free memory of
+    a GPU: all layers at once at GPT-2 Large and Llama-3-8B size on an 80 GB card).  The maps
+    ``fit_layers`` kept on the device are used in place (no host round trip).
     """
     n = len(fit.A)
     d = np.shape(fit.A[0])[0]
-    chunk = max(1, int(memory_budget // (5 * d * d * 8)))
-    t = [trans(a) for a in fit.A]
+    dev = torch.device(device)
+    if memory_budget is None:
+        memory_budget = torch.cuda.mem_get_info(dev)[0] // 2 if dev.type == "cuda" else 2 * 2**30
+    # per layer: its map, two products, their copies in one stack and three Gram matrices
+    chunk = max(1, int(memory_budget // (9 * d * d * 8)))
+    # Trans (eq. 13) from the host maps on the host (as layer_rows does); on a GPU from the maps
+    # already there, with the norms below (at d = 4096 the host reads 4 GiB otherwise)
+    t: list[float] = [trans(a) for a in fit.A] if dev.type == "cpu" else [math.nan] * n
     dep_f: list[float] = []
     dep_b: list[float] = []
     for s in range(0, n, chunk):
         e = min(n, s + chunk)
-        A = torch.stack([torch.as_tensor(a, dtype=torch.float64) for a in fit.A[s : min(n, e + 1)]]).to(device)
-        nrm = spectral_norms(A)  # layers s .. e (e included when it exists: the next chunk's first)
-        if len(A) > 1:
-            # Dep (eq. 14) of the pairs (i, i+1), i = s .. e-1, at once: batched spectral norms of both products
-            dep_f += dep_from_norms(spectral_norms(A[:-1] @ A[1:]), nrm[:-1], nrm[1:]).tolist()  # Dep(i, i+1)
-            dep_b += dep_from_norms(spectral_norms(A[1:] @ A[:-1]), nrm[1:], nrm[:-1]).tolist()  # Dep(i+1, i)
+        A = torch.stack([fit.map_on(j, dev) for j in range(s, min(n, e + 1))])  # device copies kept by fit_layers
+        m = len(A)  # layers s .. e (e included when it exists: the next chunk's first)
+        if dev.type != "cpu":
+            t[s : s + m] = (torch.linalg.matrix_norm(A, "fro") / math.sqrt(d)).tolist()
+        if m > 1:
+            # ||A_i||, ||A_i A_{i+1}||, ||A_{i+1} A_i|| of the pairs (i, i+1), i = s .. e-1, in one batched call
+            nrm = spectral_norms(torch.cat([A, A[:-1] @ A[1:], A[1:] @ A[:-1]]))
+            nrm, prod_f, prod_b = nrm[:m], nrm[m : 2 * m - 1], nrm[2 * m - 1 :]
+            dep_f += dep_from_norms(prod_f, nrm[:-1], nrm[1:]).tolist()  # Dep(i, i+1)
+            dep_b += dep_from_norms(prod_b, nrm[1:], nrm[:-1]).tolist()  # Dep(i+1, i)
         del A
     rows = []
     for i in range(n - 1):

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -80,8 +80,13 @@ def gram_products(x: torch.Tensor, y: torch.Tensor, precision: str = "float64") 
     """``x^T [x | y]`` (d, 2d) formed in ``precision``, returned in float64 (or float32 for the
     fast modes, to be added into float64 sums)."""
     if precision == "float64":
-        x64 = x.to(torch.float64)
-        return x64.T @ torch.cat([x64, y.to(torch.float64)], dim=1)
+        # [x | y] widened straight into one float64 buffer (no separate float64 copies of x and y
+        # concatenated afterwards: a third of the memory traffic); x^T is a view of its left half
+        d = x.shape[1]
+        xy = torch.empty(x.shape[0], d + y.shape[1], dtype=torch.float64, device=x.device)
+        xy[:, :d].copy_(x)
+        xy[:, d:].copy_(y)
+        return xy[:, :d].T @ xy
     if precision in SPLIT_PARTS:
         parts = SPLIT_PARTS[precision]
         xs = split_bf16(x, parts)
@@ -163,6 +168,9 @@ class LayerFit:
     A: np.ndarray  # (d, d), row convention: Y ~ Xhat @ A
     r2: float  # 1 - SSE / SST of Y = X_{i+1} - X_i
     n_tokens: int
+    #: the same map as a float64 tensor where it was solved (on a GPU: kept there, so later steps
+    #: need no host -> device copy of d^2 numbers)
+    A_tensor: torch.Tensor | None = field(default=None, repr=False, compare=False)
 
 
 class NormalEquations:
@@ -238,4 +246,4 @@ class NormalEquations:
         sse = self.y_sq - 2.0 * torch.sum(A * self.C) + torch.sum(A * (self.G @ A))
         sst = self.y_sq - (self.y_sum @ self.y_sum) / max(self.n, 1)
         r2 = float(1.0 - sse / sst) if sst > 0 else float("nan")
-        return LayerFit(A=A.cpu().numpy(), r2=r2, n_tokens=self.n)
+        return LayerFit(A=A.cpu().numpy(), r2=r2, n_tokens=self.n, A_tensor=A)

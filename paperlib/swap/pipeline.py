@@ -164,6 +164,7 @@ def _run(config: SwapConfig, folder: Path | None, progress: bool, model, tokeniz
     table_device = stack.devices[0] if (config.device_map and stack is not None) else config.device
     pairs = pd.DataFrame(pair_rows(fit, swaps, device=table_device))
     layers = pd.DataFrame(layer_rows(fit, swaps))
+    fit.A_device = None  # the device copies of the maps served pass 2 and the table; free that memory
     if folder is not None:
         write_text_atomic(folder / "pairs.csv", pairs.to_csv(index=False))
         write_text_atomic(folder / "layers.csv", layers.to_csv(index=False))

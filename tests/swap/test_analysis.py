@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from paperlib.data.tokens import TokenBatch, batches
-from paperlib.swap.analysis import BASELINES, fit_layers, layer_rows, measure_swaps, pair_rows
+from paperlib.swap.analysis import BASELINES, FitResult, fit_layers, layer_rows, measure_swaps, pair_rows
 from paperlib.swap.blocks import ResidualStack
 from paperlib.swap.indicators import dep, swap_score, trans
 
@@ -244,6 +244,42 @@ def test_pair_and_layer_rows(fitted):
     assert [r["r2_fit"] for r in lrows] == fit.r2
     assert [r["r2_heldout"] for r in lrows] == swaps.r2_heldout
     assert "r2_heldout" not in layer_rows(fit)[0]
+
+
+@pytest.mark.parametrize("name", ["gpt2", "llama"])
+def test_maps_kept_on_the_device_give_the_same_results_as_host_copies(fitted, name):
+    """fit_layers keeps each A_i where it was solved (``A_device``); pass 2 and the table must give
+    bit-identical numbers to the path that copies ``A`` from the host (a fit loaded from disk)."""
+    _, stack, _, delta_b, fit, swaps = fitted[name]
+    assert fit.A_device is not None and len(fit.A_device) == N
+    for a, t in zip(fit.A, fit.A_device):
+        assert t.dtype == torch.float64 and np.array_equal(t.cpu().numpy(), a)
+    host = FitResult(A=list(fit.A), r2=fit.r2, n_tokens=fit.n_tokens, baselines=fit.baselines)
+    assert host.A_device is None
+    swaps_host = measure_swaps(stack, delta_b, host, window=4, progress=False)
+    assert swaps_host == swaps  # exact, every field
+    assert pair_rows(host, swaps_host) == pair_rows(fit, swaps)
+
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_table_on_the_gpu_equals_the_host_table(fitted):
+    """Trans and the spectral norms on the GPU (maps moved there, batched eigen-solver) give the
+    host's table to rounding."""
+    _, _, _, _, fit, swaps = fitted["gpt2"]
+    host = pair_rows(fit, swaps)
+    gpu = pair_rows(fit, swaps, device="cuda")
+    for a, b in zip(gpu, host):
+        for k in ("trans_i", "trans_j", "dep_ij", "dep_ji", "r"):
+            assert a[k] == pytest.approx(b[k], rel=1e-10, abs=1e-14), k
+
+def test_maps_are_not_kept_when_the_statistics_live_on_the_host(tiny):
+    """``stats_device="cpu"`` spares device memory for large models: no device copies kept."""
+    stack = ResidualStack(tiny.model("gpt2"))
+    fit = fit_layers(stack, make_batches(tiny, lengths=[20, 15, 18, 12] * 4, batch_size=4, seed=1),
+                     progress=False, stats_device="cpu")
+    assert fit.A_device is None
+    assert np.array_equal(fit.map_on(1, "cpu").numpy(), fit.A[1])
 
 
 # ----------------------------------------------------------------------------- synthetic linear model

@@ -140,3 +140,18 @@ def test_window_mean_long_sequence_with_large_activation_is_accurate():
 def test_bad_window_raises(bad):
     with pytest.raises(ValueError, match="window"):
         window_mean(torch.zeros(1, 3, 2), torch.ones(1, 3), bad)
+
+
+def test_float64_gram_products_equal_the_float64_products_written_out():
+    """``gram_products`` widens ``[x | y]`` into one float64 buffer: ``x^T [x | y]`` in float64,
+    here against the product written out (float32 inputs, a rectangular y, padded zero rows)."""
+    from paperlib.swap.linear_fit import gram_products
+
+    g = torch.Generator().manual_seed(3)
+    x, y = torch.randn(300, 24, generator=g), torch.randn(300, 7, generator=g) * 1e3
+    x[-5:], y[-5:] = 0.0, 0.0
+    ref = x.double().T @ torch.cat([x.double(), y.double()], dim=1)
+    out = gram_products(x, y, "float64")
+    assert out.dtype == torch.float64 and out.shape == (24, 31)
+    torch.testing.assert_close(out, ref, rtol=1e-14, atol=0)
+    torch.testing.assert_close(out[:, :24], out[:, :24].T, rtol=1e-14, atol=0)  # G symmetric

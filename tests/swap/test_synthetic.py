@@ -235,8 +235,8 @@ def test_even_layer_breaks_the_bound(X):
     assert row["delta"] / row["r"] > 2.0 * family.c  # ... so r underestimates delta far beyond c
 
 
-def test_largest_eigenvalues_by_subspace_iteration_match_the_full_solver():
-    """The GPU path of the spectral norms: block subspace iteration + Rayleigh-Ritz."""
+def test_largest_eigenvalues_by_block_lanczos_match_the_full_solver():
+    """The GPU path of the spectral norms: block Lanczos + Rayleigh-Ritz."""
     g = torch.Generator().manual_seed(0)
     A = torch.randn(5, 200, 200, dtype=torch.float64, generator=g) / 15
     G = A.transpose(-1, -2) @ A
@@ -251,10 +251,31 @@ def test_largest_eigenvalues_by_subspace_iteration_match_the_full_solver():
     assert largest_eigenvalues(clustered) == pytest.approx(2.0, rel=1e-12)
     # not converged within max_iter: those matrices get the full solver, same answer
     assert torch.allclose(largest_eigenvalues(G, max_iter=1), full, rtol=1e-12, atol=0)
-    # a rank-deficient Gram matrix (rank 5 < block): Cholesky-QR fails, the full solver answers
+    # a rank-deficient Gram matrix (rank 5 < block): the Krylov space stops growing, the full solver answers
     B = torch.randn(2, 200, 5, dtype=torch.float64, generator=g)
     low = B @ B.transpose(-1, -2)
     assert torch.allclose(largest_eigenvalues(low), torch.linalg.eigvalsh(low)[..., -1], rtol=1e-12, atol=0)
     # a zero map (a redundant layer) and small matrices (full solver directly)
     assert largest_eigenvalues(torch.zeros(2, 100, 100, dtype=torch.float64)).abs().max() == 0
     assert largest_eigenvalues(G[:, :10, :10]) == pytest.approx(torch.linalg.eigvalsh(G[:, :10, :10])[..., -1])
+
+
+def test_block_lanczos_converges_by_itself_on_a_flat_top_spectrum(monkeypatch):
+    """Gaussian Gram matrices (a dense top of the spectrum, the slow case) converge within the
+    default steps to the full solver's value: the fallback to the full solver is never taken."""
+    g = torch.Generator().manual_seed(4)
+    A = torch.randn(3, 400, 400, dtype=torch.float64, generator=g) / 20
+    G = A.transpose(-1, -2) @ A
+    full = torch.linalg.eigvalsh(G)[..., -1]
+    seen: list[int] = []
+    real = torch.linalg.eigvalsh
+
+    def watched(m, *a, **k):
+        seen.append(m.shape[-1])
+        return real(m, *a, **k)
+
+    monkeypatch.setattr(torch.linalg, "eigvalsh", watched)
+    lam = largest_eigenvalues(G)
+    assert not [s for s in seen if s == 400]  # no full eigen-solve of a 400 x 400 matrix
+    assert torch.allclose(lam, full, rtol=1e-12, atol=0)
+    assert (lam <= full * (1 + 1e-14)).all()  # a Ritz value never exceeds lambda_max
