@@ -46,21 +46,20 @@ single)
   ;;
 multi)
   step "$OUT/multi.log" python bench/bench_swap_multi_gpu.py --json "$OUT/swap_multi_gpu.json"
-  step "$OUT/multi.log" python bench/bench_loraild_ddp.py --nproc 2 --global-batch 128 --steps-per-epoch 50 \
-    --epochs 3 --json "$OUT/ddp_b128.json"
+  step "$OUT/multi.log" python bench/bench_loraild_ddp.py $DDP --out /tmp/ddp-bench --json "$OUT/ddp_b128.json"
   ;;
 sweep)
   step "$OUT/sweep.log" python bench/bench_sweep_gpus.py --json "$OUT/sweep.json"
   ;;
 final)  # the second round (after the fixes): one-card work two at a time, then the sweep, then DDP
+  DDP="--nproc 2 --global-batch 128 --steps-per-epoch 100 --epochs 3 --words 24"
   (
     export CUDA_VISIBLE_DEVICES=0
     step "$OUT/card0.log" python bench/bench_swap.py --dtypes bf16 --tokens 65536 --naive-tokens 65536 \
       --precisions float64 tf32 bf16x3 --json "$OUT/swap_precision.json" --profile "$OUT/profile_swap_bf16.txt"
-    step "$OUT/card0.log" python bench/bench_swap.py --arch llama3-8b --dtypes bf16 --tokens 65536 --naive-tokens 0 \
-      --precisions float64 --json "$OUT/swap_llama8b.json"
     step "$OUT/card0.log" python bench/bench_loraild.py --dtypes bf16 --lora-paths fused \
       --methods wo_kd vanilla_kd loraild_fixed loraild_average loraild_random_step --json "$OUT/loraild_steps.json"
+    step "$OUT/card0.log" python bench/bench_loraild_ddp.py $DDP --out /tmp/ddp-bench --prepare-only
   ) &
   (
     export CUDA_VISIBLE_DEVICES=1
@@ -69,8 +68,7 @@ final)  # the second round (after the fixes): one-card work two at a time, then 
   ) &
   wait
   step "$OUT/multi.log" python bench/bench_sweep_gpus.py --json "$OUT/sweep.json"
-  step "$OUT/multi.log" python bench/bench_loraild_ddp.py --nproc 2 --global-batch 128 --steps-per-epoch 50 \
-    --epochs 3 --json "$OUT/ddp_b128.json"
+  step "$OUT/multi.log" python bench/bench_loraild_ddp.py $DDP --out /tmp/ddp-bench --json "$OUT/ddp_b128.json"
   ;;
 *)
   echo "usage: bash bench/run_gpu_benches.sh single|multi|sweep|final" >&2
