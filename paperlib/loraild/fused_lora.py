@@ -21,6 +21,8 @@ to rounding: ``tests/loraild/test_loraild_fused_lora.py``).  It patches the thre
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -64,6 +66,8 @@ class FusedLoraRecorder:
         self._inputs: list[torch.Tensor | None] = [None] * self.n_layers
         self._feats: list[torch.Tensor | None] = [None] * self.n_layers  # [3, N, r]
         self._shapes: list[tuple[int, ...] | None] = [None] * self.n_layers
+        # per layer, the three [N, r] inputs of the B products: s H_m (one unbind, one scaling)
+        self._scaled: list[tuple[torch.Tensor, ...] | None] = [None] * self.n_layers
         for li, mods in enumerate(self.layers):
             for mi, m in enumerate(mods):
                 m.forward = self._forward(li, mi, m)
@@ -76,7 +80,9 @@ class FusedLoraRecorder:
         p = _dropout_p(mods[0], self.adapter)
         if p > 0 and mods[0].lora_dropout[self.adapter].training:
             xs = F.dropout(x2.expand(3, *x2.shape), p, True)  # three independent masks
-            return torch.bmm(xs, a.transpose(1, 2))
+            # (A xs^T)^T rather than xs A^T: A's gradient then comes out contiguous, as the
+            # parameters are, so no per-module copy is needed to accumulate it
+            return torch.bmm(a, xs.transpose(1, 2)).transpose(1, 2)
         r = a.shape[1]
         return (x2 @ a.reshape(3 * r, -1).T).view(-1, 3, r).transpose(0, 1)
 
@@ -84,6 +90,9 @@ class FusedLoraRecorder:
         original = type(m).forward.__get__(m)
         scale = m.scaling[self.adapter]
         lora_b = m.lora_B[self.adapter]
+        # s (B H) = B (s H) exactly when s is a power of two (alpha = 2r gives s = 2): then the layer
+        # scales H once and the three addmm run with alpha = 1, whose backward needs no scaling kernels
+        exact = math.frexp(scale)[0] == 0.5
 
         def forward(x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
             if args or kwargs or m.disable_adapters or m.merged or self.adapter not in m.active_adapters:
@@ -94,10 +103,13 @@ class FusedLoraRecorder:
             # is not re-traced when a pass leaves it behind (evaluation does not clear the recorder).
             if mi == 0 or self._inputs[li] is not x:
                 self._inputs[li] = x
-                self._feats[li] = self._features(li, x)
+                feats = self._features(li, x)
+                self._feats[li] = feats
                 self._shapes[li] = tuple(x.shape[:-1])
-            h = self._feats[li][mi]
-            out = torch.addmm(base.reshape(-1, base.shape[-1]), h, lora_b.weight.T, alpha=scale)
+                # unbind: one backward operation for the three pieces (indexing would give three)
+                self._scaled[li] = (feats * scale if exact else feats).unbind(0)
+            h = self._scaled[li][mi]
+            out = torch.addmm(base.reshape(-1, base.shape[-1]), h, lora_b.weight.T, alpha=1.0 if exact else scale)
             return out.view(base.shape)
 
         return forward
@@ -109,15 +121,26 @@ class FusedLoraRecorder:
         return h[LORA_TARGETS.index(module)].reshape(*self._shapes[layer], -1)
 
     def stacked(self) -> torch.Tensor:
-        """``[batch, tokens, layers, 3, r]`` of the last forward pass."""
+        """``[batch, tokens, layers, 3, r]`` of the last forward pass.
+
+        One stack of the ``[3, N, r]`` records (``[L, 3, N, r]``) seen through a permuted view, so it
+        is not contiguous; :func:`~paperlib.loraild.losses.ild_loss_layers` reads it as it is.
+        """
         if any(h is None for h in self._feats):
             raise RuntimeError("no features recorded; run a forward pass first")
-        per_layer = [h.transpose(0, 1).reshape(*shape, 3, h.shape[-1]) for h, shape in zip(self._feats, self._shapes)]
-        return torch.stack(per_layer, dim=2)
+        shapes = set(self._shapes)
+        if len(shapes) != 1:
+            raise RuntimeError(f"layers saw inputs of different shapes {sorted(shapes)}; run one forward pass")
+        lead = shapes.pop()
+        allf = torch.stack(self._feats)  # type: ignore[arg-type]  # [L, 3, N, r]
+        n_lead = len(lead)
+        feats = allf.view(self.n_layers, len(LORA_TARGETS), *lead, allf.shape[-1])
+        return feats.permute(*range(2, 2 + n_lead), 0, 1, 2 + n_lead)
 
     def clear(self) -> None:
         self._inputs = [None] * self.n_layers
         self._feats = [None] * self.n_layers
+        self._scaled = [None] * self.n_layers
 
     def remove(self) -> None:
         """Give the modules back their own (peft) forward."""

@@ -57,6 +57,32 @@ def ild_loss(teacher: torch.Tensor, student: torch.Tensor, mask: torch.Tensor | 
     return (per_token * m).sum() / m.sum().clamp_min(1.0)
 
 
+def ild_loss_layers(teacher: torch.Tensor, student: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """``L_ILD`` (eq. 3) for ``[B, T, L, 3, r]`` features, without flattening them first.
+
+    The same value as ``ild_loss(concat_tokens(t), concat_tokens(s), mask)``: each token's vector
+    ``h_x`` is its ``L x 3 x r`` block, normalised by the norm over those three dimensions.  The
+    inputs may be strided views (a permuted feature record, a sliced teacher), so no copy is made to
+    flatten them, and the arithmetic runs in float32 whatever the dtype of the features (a bf16
+    student record is cast once, a float32 teacher not at all).  With a mask the real-token mean is a
+    dot product with the weights ``m / sum(m)``: one operation that carries a gradient instead of three
+    (the step at the paper's size is bound by launching operations, ``bench/count_loraild_ops.py``).
+    """
+    if teacher.shape != student.shape or teacher.dim() != 5:
+        raise ValueError(f"teacher features {tuple(teacher.shape)} and student features {tuple(student.shape)} "
+                         "must both be [batch, tokens, layers, 3, rank]")
+    dims = (2, 3, 4)
+    s, t = student.float(), teacher.float()
+    s_hat = s / torch.linalg.vector_norm(s, dim=dims, keepdim=True).clamp_min(1e-12)
+    t_hat = t / torch.linalg.vector_norm(t, dim=dims, keepdim=True).clamp_min(1e-12)
+    per_token = (t_hat - s_hat).square().sum(dim=dims)  # [B, T]
+    if mask is None:
+        return per_token.mean()
+    m = mask.detach().to(per_token.dtype)
+    w = m / m.sum().clamp_min(1.0)
+    return torch.dot(per_token.reshape(-1), w.reshape(-1))
+
+
 def mean_pool(hidden: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """``h_bar``: mean over the tokens (real tokens only when ``mask`` is given), ``[B, T, H] -> [B, H]``."""
     if mask is None:
@@ -109,5 +135,5 @@ class RailKDHead(nn.Module):
         return torch.stack(losses).mean()
 
 
-__all__ = ["ce_loss", "kd_loss", "ild_loss", "normalise", "mean_pool", "pooled_layers",
+__all__ = ["ce_loss", "kd_loss", "ild_loss", "ild_loss_layers", "normalise", "mean_pool", "pooled_layers",
            "l2_distance", "RailKDHead"]
