@@ -68,14 +68,33 @@ class FusedLoraRecorder:
         self._shapes: list[tuple[int, ...] | None] = [None] * self.n_layers
         # per layer, the three [N, r] inputs of the B products: s H_m (one unbind, one scaling)
         self._scaled: list[tuple[torch.Tensor, ...] | None] = [None] * self.n_layers
+        self._b: list[list[torch.Tensor] | None] = [None] * self.n_layers  # B_q, B_k, B_v (cast once)
         for li, mods in enumerate(self.layers):
             for mi, m in enumerate(mods):
                 m.forward = self._forward(li, mi, m)
 
-    def _features(self, li: int, x: torch.Tensor) -> torch.Tensor:
-        """``[3, N, r]`` LoRA-A outputs of query, key, value for the layer input ``x``."""
+    def _weights(self, li: int, device_type: str) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """``A`` ``[3, r, d]`` and ``B_q, B_k, B_v`` of layer ``li``, as views of one concatenation.
+
+        Under autocast the concatenation is cast once to the autocast dtype (the value autocast gives
+        each product's weight anyway): one cast and one cast-backward per layer instead of four.
+        """
         mods = self.layers[li]
-        a = torch.stack([m.lora_A[self.adapter].weight for m in mods])  # [3, r, d]
+        a_w = [m.lora_A[self.adapter].weight for m in mods]
+        b_w = [m.lora_B[self.adapter].weight for m in mods]
+        flat = torch.cat([w.reshape(-1) for w in a_w + b_w])
+        if torch.is_autocast_enabled(device_type):
+            dtype = torch.get_autocast_dtype(device_type)
+            if flat.dtype != dtype and flat.is_floating_point():
+                flat = flat.to(dtype)
+        r, d = a_w[0].shape
+        # one split (its backward is one operation; a slice per piece would give four plus their sums)
+        a, *bs = flat.split([3 * r * d] + [w.numel() for w in b_w])
+        return a.view(3, r, d), [b.view(w.shape) for b, w in zip(bs, b_w)]
+
+    def _features(self, li: int, x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        """``[3, N, r]`` LoRA-A outputs of query, key, value for the layer input ``x`` (``a``: ``[3, r, d]``)."""
+        mods = self.layers[li]
         x2 = x.reshape(-1, x.shape[-1])
         p = _dropout_p(mods[0], self.adapter)
         if p > 0 and mods[0].lora_dropout[self.adapter].training:
@@ -89,7 +108,6 @@ class FusedLoraRecorder:
     def _forward(self, li: int, mi: int, m: nn.Module):
         original = type(m).forward.__get__(m)
         scale = m.scaling[self.adapter]
-        lora_b = m.lora_B[self.adapter]
         # s (B H) = B (s H) exactly when s is a power of two (alpha = 2r gives s = 2): then the layer
         # scales H once and the three addmm run with alpha = 1, whose backward needs no scaling kernels
         exact = math.frexp(scale)[0] == 0.5
@@ -103,13 +121,15 @@ class FusedLoraRecorder:
             # is not re-traced when a pass leaves it behind (evaluation does not clear the recorder).
             if mi == 0 or self._inputs[li] is not x:
                 self._inputs[li] = x
-                feats = self._features(li, x)
+                a, bs = self._weights(li, x.device.type)
+                feats = self._features(li, x, a)
                 self._feats[li] = feats
                 self._shapes[li] = tuple(x.shape[:-1])
                 # unbind: one backward operation for the three pieces (indexing would give three)
                 self._scaled[li] = (feats * scale if exact else feats).unbind(0)
+                self._b[li] = bs
             h = self._scaled[li][mi]
-            out = torch.addmm(base.reshape(-1, base.shape[-1]), h, lora_b.weight.T, alpha=1.0 if exact else scale)
+            out = torch.addmm(base.reshape(-1, base.shape[-1]), h, self._b[li][mi].T, alpha=1.0 if exact else scale)
             return out.view(base.shape)
 
         return forward
@@ -141,6 +161,7 @@ class FusedLoraRecorder:
         self._inputs = [None] * self.n_layers
         self._feats = [None] * self.n_layers
         self._scaled = [None] * self.n_layers
+        self._b = [None] * self.n_layers
 
     def remove(self) -> None:
         """Give the modules back their own (peft) forward."""

@@ -143,3 +143,44 @@ def test_batched_loss_is_float32_under_bf16_autocast_and_matches_float32_arithme
 def test_batched_loss_rejects_mismatched_shapes():
     with pytest.raises(ValueError, match="layers, 3, rank"):
         ild_loss_layers(torch.randn(2, 3, 4, 3, 2), torch.randn(2, 3, 2, 3, 2))
+
+
+@pytest.mark.parametrize("masked", [True, False])
+def test_written_out_gradient_matches_autograd_including_clamped_tokens(masked):
+    """The hand-written backward of eq. 3 against autograd of the per-layer formula, with a token whose
+    student features are all zero and one whose norm is below the clamp (``n = eps`` holds there)."""
+    g = torch.Generator().manual_seed(4)
+    s0 = torch.randn(2, 5, 3, 3, 4, generator=g)
+    s0[0, 1] = 0.0
+    s0[1, 2] = 1e-14 * torch.randn(3, 3, 4, generator=g)
+    t = torch.randn(2, 5, 3, 3, 4, generator=g)
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]]) if masked else None
+    s_new, s_ref = s0.clone().requires_grad_(True), s0.clone().requires_grad_(True)
+    got = ild_loss_layers(t, s_new, mask)
+    (3.0 * got).backward()
+    per_layer = [{m: s_ref[:, :, li, mi] for mi, m in enumerate(LORA_TARGETS)} for li in range(3)]
+    want = reference_ild(per_layer, t, [[0], [1], [2]], mask)
+    (3.0 * want).backward()
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(s_new.grad, s_ref.grad, rtol=1e-5, atol=1e-6)
+    assert s_ref.grad[0, 1].abs().max() > 1e6  # the clamped token's gradient (1 / eps scale) is compared too
+
+
+def test_bf16_student_gets_a_bf16_gradient_equal_to_float32_autograd():
+    g = torch.Generator().manual_seed(6)
+    s = torch.randn(2, 5, 2, 3, 4, generator=g).to(torch.bfloat16).requires_grad_(True)
+    s_ref = s.detach().float().requires_grad_(True)
+    t = torch.randn(2, 5, 2, 3, 4, generator=g)
+    mask = torch.tensor([[1, 1, 0, 0, 0], [1, 1, 1, 1, 1]])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ild_loss_layers(t, s, mask).backward()
+    per_layer = [{m: s_ref[:, :, li, mi] for mi, m in enumerate(LORA_TARGETS)} for li in range(2)]
+    reference_ild(per_layer, t, [[0], [1]], mask).backward()
+    assert s.grad.dtype == torch.bfloat16
+    torch.testing.assert_close(s.grad.float(), s_ref.grad.to(torch.bfloat16).float(), rtol=1e-2, atol=1e-4)
+
+
+def test_teacher_features_that_require_grad_are_refused():
+    t = torch.randn(1, 2, 1, 3, 2, requires_grad=True)
+    with pytest.raises(ValueError, match="frozen"):
+        ild_loss_layers(t, torch.randn(1, 2, 1, 3, 2))
