@@ -22,7 +22,7 @@ from paperlib.loraild.teacher_cache import TeacherBatch
 def _token_share(mask: torch.Tensor | None) -> float | torch.Tensor:
     """Data parallel: ``N * local tokens / global tokens`` (1.0 in one process or without a mask).
 
-    ``ild_loss`` is a mean over the real tokens of the *local* batch, and DDP averages the N
+    ``ild_loss_layers`` is a mean over the real tokens of the *local* batch, and DDP averages the N
     processes' gradients with equal weights; shards hold different numbers of real tokens, so that
     would weight tokens differently from one process taking the whole global batch.  Scaling each
     process's mean by this factor makes the DDP average equal to the mean over the global batch's

@@ -9,8 +9,13 @@ kernel launches (``bench/README.md``).  Here, per layer, with ``N = B T`` tokens
 - ``H = [A_q dropout_q(x); A_k dropout_k(x); A_v dropout_v(x)]`` ``[3, N, r]`` is one batched
   product of three independently dropped-out copies of ``x`` (training; one dropout kernel on
   ``[3, N, d]``) or one ``[N, d] x [d, 3r]`` product (no dropout);
-- ``y_m = addmm(W_m x, H_m, B_m^T, alpha=s)``: the LoRA update and its scaling in one kernel;
-- ``H`` *is* the layer's feature record ``h_x`` of eq. 3 (``[B, T, 3, r]``), nothing extra.
+- ``y_m = addmm(W_m x, (s H)_m, B_m^T)``: the LoRA update in one kernel; ``H`` is scaled once per
+  layer (exactly ``s (B H)`` when ``s`` is a power of two, as ``alpha = 2r`` gives), so the
+  products' backward needs no scaling kernels;
+- the ``A`` and ``B`` weights of a layer are read as one stack and one concatenation, each cast
+  once under autocast (instead of one cast per product and per backward);
+- ``H`` *is* the layer's feature record ``h_x`` of eq. 3 (``[B, T, 3, r]``), nothing extra;
+  :meth:`FusedLoraRecorder.stacked` is one stack of the layers' records seen as a permuted view.
 
 The arithmetic is LoRA's (``s = alpha / r``), the parameters and state-dict names are peft's,
 dropout masks stay independent per module (they come from another random stream than peft's, so
@@ -68,29 +73,27 @@ class FusedLoraRecorder:
         self._shapes: list[tuple[int, ...] | None] = [None] * self.n_layers
         # per layer, the three [N, r] inputs of the B products: s H_m (one unbind, one scaling)
         self._scaled: list[tuple[torch.Tensor, ...] | None] = [None] * self.n_layers
-        self._b: list[list[torch.Tensor] | None] = [None] * self.n_layers  # B_q, B_k, B_v (cast once)
+        self._b: list[tuple[torch.Tensor, ...] | None] = [None] * self.n_layers  # B_q, B_k, B_v (cast once)
         for li, mods in enumerate(self.layers):
             for mi, m in enumerate(mods):
                 m.forward = self._forward(li, mi, m)
 
-    def _weights(self, li: int, device_type: str) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """``A`` ``[3, r, d]`` and ``B_q, B_k, B_v`` of layer ``li``, as views of one concatenation.
+    def _weights(self, li: int, device_type: str) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        """``A`` ``[3, r, d]`` (one stack) and ``B_q, B_k, B_v`` (one concatenation, split) of layer ``li``.
 
-        Under autocast the concatenation is cast once to the autocast dtype (the value autocast gives
-        each product's weight anyway): one cast and one cast-backward per layer instead of four.
+        Under autocast each is cast once to the autocast dtype (the value autocast gives each
+        product's weight anyway): two casts and two cast-backwards per layer instead of four each.
         """
         mods = self.layers[li]
-        a_w = [m.lora_A[self.adapter].weight for m in mods]
+        a = torch.stack([m.lora_A[self.adapter].weight for m in mods])
         b_w = [m.lora_B[self.adapter].weight for m in mods]
-        flat = torch.cat([w.reshape(-1) for w in a_w + b_w])
+        b = torch.cat(b_w)  # [3 d_out, r]
         if torch.is_autocast_enabled(device_type):
             dtype = torch.get_autocast_dtype(device_type)
-            if flat.dtype != dtype and flat.is_floating_point():
-                flat = flat.to(dtype)
-        r, d = a_w[0].shape
-        # one split (its backward is one operation; a slice per piece would give four plus their sums)
-        a, *bs = flat.split([3 * r * d] + [w.numel() for w in b_w])
-        return a.view(3, r, d), [b.view(w.shape) for b, w in zip(bs, b_w)]
+            if a.dtype != dtype and a.is_floating_point():
+                a, b = a.to(dtype), b.to(dtype)
+        # one split (its backward is one operation; a slice per piece would give three plus their sums)
+        return a, b.split([w.shape[0] for w in b_w])
 
     def _features(self, li: int, x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
         """``[3, N, r]`` LoRA-A outputs of query, key, value for the layer input ``x`` (``a``: ``[3, r, d]``)."""
