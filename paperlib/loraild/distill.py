@@ -12,9 +12,9 @@ import torch
 from torch import nn
 
 from paperlib.loraild.config import MethodSpec, TaskSpec
-from paperlib.loraild.features import LoraFeatureRecorder, align_teacher, concat_tokens
+from paperlib.loraild.features import LoraFeatureRecorder, align_teacher
 from paperlib.loraild.fused_lora import FusedLoraRecorder
-from paperlib.loraild.losses import RailKDHead, ce_loss, ild_loss, kd_loss, pooled_layers
+from paperlib.loraild.losses import RailKDHead, ce_loss, ild_loss_layers, kd_loss, pooled_layers
 from paperlib.loraild.models import encoder_layers, forward_kwargs
 from paperlib.loraild.teacher_cache import TeacherBatch
 
@@ -22,7 +22,7 @@ from paperlib.loraild.teacher_cache import TeacherBatch
 def _token_share(mask: torch.Tensor | None) -> float | torch.Tensor:
     """Data parallel: ``N * local tokens / global tokens`` (1.0 in one process or without a mask).
 
-    ``ild_loss`` is a mean over the real tokens of the *local* batch, and DDP averages the N
+    ``ild_loss_layers`` is a mean over the real tokens of the *local* batch, and DDP averages the N
     processes' gradients with equal weights; shards hold different numbers of real tokens, so that
     would weight tokens differently from one process taking the whole global batch.  Scaling each
     process's mean by this factor makes the DDP average equal to the mean over the global batch's
@@ -88,9 +88,13 @@ class DistillModel(nn.Module):
             mask = batch["attention_mask"] if self.mask_padding else None
             if self.method.inter == "lora_ild":
                 assert self.recorder is not None and teacher.lora is not None and groups is not None
-                s = concat_tokens(self.recorder.stacked())
-                t = concat_tokens(align_teacher(teacher.lora[:, : s.shape[1]], groups)).to(s.dtype)
-                linter = ild_loss(t, s, mask) * _token_share(mask)
+                # [B, T, L, 3, r] views compared as they are: no flattening copies, float32 arithmetic
+                s = self.recorder.stacked()
+                t = align_teacher(teacher.lora[:, : s.shape[1]], groups)
+                linter = ild_loss_layers(t, s, mask)
+                share = _token_share(mask)
+                if not (isinstance(share, float) and share == 1.0):
+                    linter = linter * share
             else:
                 assert self.rail is not None and teacher.pooled is not None and rail_selected is not None
                 s_pooled = pooled_layers(out.hidden_states, mask)

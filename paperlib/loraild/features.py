@@ -93,8 +93,20 @@ def align_teacher(teacher_feats: torch.Tensor, groups: list[list[int]]) -> torch
     """``[B, T, n_t, 3, r] -> [B, T, n_s, 3, r]``: mean of the teacher layers in each group.
 
     Groups of consecutive layers (every alignment of :mod:`alignment`) are taken as slices, so no
-    index tensor has to be copied to the device at every step (a host-device sync on a GPU).
+    index tensor has to be copied to the device at every step (a host-device sync on a GPU).  Two
+    regular patterns cost no per-group operation: single layers at a constant stride (*Fixed*, e.g.
+    3, 7, ..., 23) are one strided view, and equal runs of consecutive layers (*Average*) one mean
+    over a reshaped view; the result may then be a non-contiguous view of ``teacher_feats``.
     """
+    n = len(groups)
+    first, size = groups[0][0], len(groups[0])
+    if all(len(g) == 1 for g in groups) and n > 1:
+        step = groups[1][0] - first
+        if step > 0 and all(g[0] == first + i * step for i, g in enumerate(groups)):
+            return teacher_feats[:, :, first:first + (n - 1) * step + 1:step]
+    if size > 1 and all(list(g) == list(range(first + i * size, first + (i + 1) * size)) for i, g in enumerate(groups)):
+        block = teacher_feats[:, :, first:first + n * size]
+        return block.unflatten(2, (n, size)).mean(dim=3)
     cols = []
     for g in groups:
         if len(g) == 1:

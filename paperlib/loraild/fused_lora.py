@@ -9,8 +9,13 @@ kernel launches (``bench/README.md``).  Here, per layer, with ``N = B T`` tokens
 - ``H = [A_q dropout_q(x); A_k dropout_k(x); A_v dropout_v(x)]`` ``[3, N, r]`` is one batched
   product of three independently dropped-out copies of ``x`` (training; one dropout kernel on
   ``[3, N, d]``) or one ``[N, d] x [d, 3r]`` product (no dropout);
-- ``y_m = addmm(W_m x, H_m, B_m^T, alpha=s)``: the LoRA update and its scaling in one kernel;
-- ``H`` *is* the layer's feature record ``h_x`` of eq. 3 (``[B, T, 3, r]``), nothing extra.
+- ``y_m = addmm(W_m x, (s H)_m, B_m^T)``: the LoRA update in one kernel; ``H`` is scaled once per
+  layer (exactly ``s (B H)`` when ``s`` is a power of two, as ``alpha = 2r`` gives), so the
+  products' backward needs no scaling kernels;
+- the ``A`` and ``B`` weights of a layer are read as one stack and one concatenation, each cast
+  once under autocast (instead of one cast per product and per backward);
+- ``H`` *is* the layer's feature record ``h_x`` of eq. 3 (``[B, T, 3, r]``), nothing extra;
+  :meth:`FusedLoraRecorder.stacked` is one stack of the layers' records seen as a permuted view.
 
 The arithmetic is LoRA's (``s = alpha / r``), the parameters and state-dict names are peft's,
 dropout masks stay independent per module (they come from another random stream than peft's, so
@@ -20,6 +25,8 @@ to rounding: ``tests/loraild/test_loraild_fused_lora.py``).  It patches the thre
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -64,26 +71,49 @@ class FusedLoraRecorder:
         self._inputs: list[torch.Tensor | None] = [None] * self.n_layers
         self._feats: list[torch.Tensor | None] = [None] * self.n_layers  # [3, N, r]
         self._shapes: list[tuple[int, ...] | None] = [None] * self.n_layers
+        # per layer, the three [N, r] inputs of the B products: s H_m (one unbind, one scaling)
+        self._scaled: list[tuple[torch.Tensor, ...] | None] = [None] * self.n_layers
+        self._b: list[tuple[torch.Tensor, ...] | None] = [None] * self.n_layers  # B_q, B_k, B_v (cast once)
         for li, mods in enumerate(self.layers):
             for mi, m in enumerate(mods):
                 m.forward = self._forward(li, mi, m)
 
-    def _features(self, li: int, x: torch.Tensor) -> torch.Tensor:
-        """``[3, N, r]`` LoRA-A outputs of query, key, value for the layer input ``x``."""
+    def _weights(self, li: int, device_type: str) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        """``A`` ``[3, r, d]`` (one stack) and ``B_q, B_k, B_v`` (one concatenation, split) of layer ``li``.
+
+        Under autocast each is cast once to the autocast dtype (the value autocast gives each
+        product's weight anyway): two casts and two cast-backwards per layer instead of four each.
+        """
         mods = self.layers[li]
-        a = torch.stack([m.lora_A[self.adapter].weight for m in mods])  # [3, r, d]
+        a = torch.stack([m.lora_A[self.adapter].weight for m in mods])
+        b_w = [m.lora_B[self.adapter].weight for m in mods]
+        b = torch.cat(b_w)  # [3 d_out, r]
+        if torch.is_autocast_enabled(device_type):
+            dtype = torch.get_autocast_dtype(device_type)
+            if a.dtype != dtype and a.is_floating_point():
+                a, b = a.to(dtype), b.to(dtype)
+        # one split (its backward is one operation; a slice per piece would give three plus their sums)
+        return a, b.split([w.shape[0] for w in b_w])
+
+    def _features(self, li: int, x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        """``[3, N, r]`` LoRA-A outputs of query, key, value for the layer input ``x`` (``a``: ``[3, r, d]``)."""
+        mods = self.layers[li]
         x2 = x.reshape(-1, x.shape[-1])
         p = _dropout_p(mods[0], self.adapter)
         if p > 0 and mods[0].lora_dropout[self.adapter].training:
             xs = F.dropout(x2.expand(3, *x2.shape), p, True)  # three independent masks
-            return torch.bmm(xs, a.transpose(1, 2))
+            # (A xs^T)^T rather than xs A^T: A's gradient then comes out contiguous, as the
+            # parameters are, so no per-module copy is needed to accumulate it
+            return torch.bmm(a, xs.transpose(1, 2)).transpose(1, 2)
         r = a.shape[1]
         return (x2 @ a.reshape(3 * r, -1).T).view(-1, 3, r).transpose(0, 1)
 
     def _forward(self, li: int, mi: int, m: nn.Module):
         original = type(m).forward.__get__(m)
         scale = m.scaling[self.adapter]
-        lora_b = m.lora_B[self.adapter]
+        # s (B H) = B (s H) exactly when s is a power of two (alpha = 2r gives s = 2): then the layer
+        # scales H once and the three addmm run with alpha = 1, whose backward needs no scaling kernels
+        exact = math.frexp(scale)[0] == 0.5
 
         def forward(x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
             if args or kwargs or m.disable_adapters or m.merged or self.adapter not in m.active_adapters:
@@ -94,10 +124,15 @@ class FusedLoraRecorder:
             # is not re-traced when a pass leaves it behind (evaluation does not clear the recorder).
             if mi == 0 or self._inputs[li] is not x:
                 self._inputs[li] = x
-                self._feats[li] = self._features(li, x)
+                a, bs = self._weights(li, x.device.type)
+                feats = self._features(li, x, a)
+                self._feats[li] = feats
                 self._shapes[li] = tuple(x.shape[:-1])
-            h = self._feats[li][mi]
-            out = torch.addmm(base.reshape(-1, base.shape[-1]), h, lora_b.weight.T, alpha=scale)
+                # unbind: one backward operation for the three pieces (indexing would give three)
+                self._scaled[li] = (feats * scale if exact else feats).unbind(0)
+                self._b[li] = bs
+            h = self._scaled[li][mi]
+            out = torch.addmm(base.reshape(-1, base.shape[-1]), h, self._b[li][mi].T, alpha=1.0 if exact else scale)
             return out.view(base.shape)
 
         return forward
@@ -109,15 +144,27 @@ class FusedLoraRecorder:
         return h[LORA_TARGETS.index(module)].reshape(*self._shapes[layer], -1)
 
     def stacked(self) -> torch.Tensor:
-        """``[batch, tokens, layers, 3, r]`` of the last forward pass."""
+        """``[batch, tokens, layers, 3, r]`` of the last forward pass.
+
+        One stack of the ``[3, N, r]`` records (``[L, 3, N, r]``) seen through a permuted view, so it
+        is not contiguous; :func:`~paperlib.loraild.losses.ild_loss_layers` reads it as it is.
+        """
         if any(h is None for h in self._feats):
             raise RuntimeError("no features recorded; run a forward pass first")
-        per_layer = [h.transpose(0, 1).reshape(*shape, 3, h.shape[-1]) for h, shape in zip(self._feats, self._shapes)]
-        return torch.stack(per_layer, dim=2)
+        shapes = set(self._shapes)
+        if len(shapes) != 1:
+            raise RuntimeError(f"layers saw inputs of different shapes {sorted(shapes)}; run one forward pass")
+        lead = shapes.pop()
+        allf = torch.stack(self._feats)  # type: ignore[arg-type]  # [L, 3, N, r]
+        n_lead = len(lead)
+        feats = allf.view(self.n_layers, len(LORA_TARGETS), *lead, allf.shape[-1])
+        return feats.permute(*range(2, 2 + n_lead), 0, 1, 2 + n_lead)
 
     def clear(self) -> None:
         self._inputs = [None] * self.n_layers
         self._feats = [None] * self.n_layers
+        self._scaled = [None] * self.n_layers
+        self._b = [None] * self.n_layers
 
     def remove(self) -> None:
         """Give the modules back their own (peft) forward."""

@@ -57,6 +57,73 @@ def ild_loss(teacher: torch.Tensor, student: torch.Tensor, mask: torch.Tensor | 
     return (per_token * m).sum() / m.sum().clamp_min(1.0)
 
 
+class _IldLayers(torch.autograd.Function):
+    """Eq. 3 on ``[B, T, L, 3, r]`` features with its gradient written out (no autograd graph).
+
+    Forward, per token: ``s_hat = s / n``, ``n = max(|s|, eps)``, ``u = t / max(|t|, eps)``,
+    ``L = sum_tok w_tok |u - s_hat|^2``.  Backward, with ``g = 2 w_tok dL_out (s_hat - u)``:
+    ``dL/ds = (g - a s_hat <s_hat, g>) / n``, where ``a = 1`` when ``|s| >= eps`` and ``0`` when the
+    clamp holds ``n`` at ``eps`` (then ``s_hat = s / eps`` is linear in ``s``), as autograd of the
+    written-out expression gives (``tests/loraild/test_loraild_ild_batched.py`` checks both).
+    """
+
+    @staticmethod
+    def forward(ctx, teacher: torch.Tensor, student: torch.Tensor, weights: torch.Tensor | None):
+        dims = (2, 3, 4)
+        s, t = student.float(), teacher.float()
+        n_s = torch.linalg.vector_norm(s, dim=dims, keepdim=True)
+        active = n_s >= _EPS
+        n_s = n_s.clamp_min(_EPS)
+        s_hat = s / n_s
+        diff = s_hat - t / torch.linalg.vector_norm(t, dim=dims, keepdim=True).clamp_min(_EPS)
+        per_token = diff.square().sum(dim=dims)  # [B, T]
+        ctx.student_dtype = student.dtype
+        ctx.mean_over = None if weights is not None else per_token.numel()
+        ctx.save_for_backward(s_hat, diff, n_s, active, weights)
+        if weights is None:
+            return per_token.mean()
+        return torch.dot(per_token.reshape(-1), weights.reshape(-1))
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        s_hat, diff, n_s, active, weights = ctx.saved_tensors
+        if weights is None:
+            g = diff * (grad_out * (2.0 / ctx.mean_over))
+        else:
+            g = diff * (weights * (2.0 * grad_out))[:, :, None, None, None]
+        radial = (s_hat * g).sum(dim=(2, 3, 4), keepdim=True).mul_(active)
+        grad = g.sub_(s_hat * radial).div_(n_s)
+        return None, grad.to(ctx.student_dtype), None
+
+
+_EPS = 1e-12
+
+
+def ild_loss_layers(teacher: torch.Tensor, student: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """``L_ILD`` (eq. 3) for ``[B, T, L, 3, r]`` features, without flattening them first.
+
+    The same value as ``ild_loss(concat_tokens(t), concat_tokens(s), mask)``: each token's vector
+    ``h_x`` is its ``L x 3 x r`` block, normalised by the norm over those three dimensions.  The
+    inputs may be strided views (a permuted feature record, a sliced teacher), so no copy is made to
+    flatten them, and the arithmetic runs in float32 whatever the dtype of the features (a bf16
+    student record is cast once, a float32 teacher not at all).  With a mask the real-token mean is a
+    dot product with the weights ``m / sum(m)``.  The gradient (the student's only: the teacher is
+    frozen) is written out in :class:`_IldLayers`, a handful of operations instead of autograd's
+    two dozen (the step at the paper's size is bound by launching operations,
+    ``bench/count_loraild_ops.py``).
+    """
+    if teacher.shape != student.shape or teacher.dim() != 5:
+        raise ValueError(f"teacher features {tuple(teacher.shape)} and student features {tuple(student.shape)} "
+                         "must both be [batch, tokens, layers, 3, rank]")
+    if teacher.requires_grad:
+        raise ValueError("teacher features require grad; the ILD loss treats the teacher as frozen (detach them)")
+    weights = None
+    if mask is not None:
+        m = mask.detach().to(torch.float32)
+        weights = m / m.sum().clamp_min(1.0)
+    return _IldLayers.apply(teacher, student, weights)
+
+
 def mean_pool(hidden: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """``h_bar``: mean over the tokens (real tokens only when ``mask`` is given), ``[B, T, H] -> [B, H]``."""
     if mask is None:
@@ -109,5 +176,5 @@ class RailKDHead(nn.Module):
         return torch.stack(losses).mean()
 
 
-__all__ = ["ce_loss", "kd_loss", "ild_loss", "normalise", "mean_pool", "pooled_layers",
+__all__ = ["ce_loss", "kd_loss", "ild_loss", "ild_loss_layers", "normalise", "mean_pool", "pooled_layers",
            "l2_distance", "RailKDHead"]
