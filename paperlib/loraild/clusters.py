@@ -96,7 +96,10 @@ def _collect(model, loader: DataLoader, device: torch.device | str, normalise: b
         while len(rows) <= layer:
             rows.append([])
         flat = arr.float().flatten(1)
-        rows[layer].append(flat if on_device else flat.cpu().numpy())
+        # a copy on the device: under compile="reduce-overhead" the outputs live in CUDA-graph memory
+        # that the next batch's forward overwrites (seen on an H100: "accessing tensor output of
+        # CUDAGraphs that has been overwritten by a subsequent run")
+        rows[layer].append(flat.clone() if on_device else flat.cpu().numpy())
 
     for batch in loader:
         batch = {k: v.to(device) for k, v in batch.items()}

@@ -225,13 +225,15 @@ class RunConfig:
     teacher_cache_max_gb: float = 2.0
     checkpoint: bool | None = None  # resume checkpoints after every epoch but the last (embedded: off)
     keep_checkpoints: bool = False  # keep the best student's weights (best_model.safetensors) after the run
-    # torch.compile mode for the student (the frozen teacher stays eager): "auto" (the default:
-    # "reduce-overhead", i.e. CUDA graphs, for a one-process run on a GPU with fixed shapes, i.e.
-    # padding to max_length; eager otherwise; see compile_mode), "default", "reduce-overhead"
-    # (3-4x faster steps at 32 x 128 on an H100, bench/README.md), "max-autotune",
-    # "max-autotune-no-cudagraphs"; "off" or None runs eagerly.  An execution choice like
-    # ``device``: it is not part of the results' key.
-    compile: str | None = "auto"
+    # torch.compile mode for the student (the frozen teacher stays eager): None / "off" (the
+    # default: eager), "auto" ("reduce-overhead", i.e. CUDA graphs, for a one-process run on a GPU
+    # with fixed shapes, i.e. padding to max_length; eager otherwise; see compile_mode),
+    # "default", "reduce-overhead" (3-4x faster steps at 32 x 128 on an H100, bench/README.md),
+    # "max-autotune", "max-autotune-no-cudagraphs".  Not yet the default on GPUs: compiled steps
+    # train like eager ones, but a whole CLI run under CUDA graphs failed on the GPU in its cluster
+    # analysis (bench/README.md section 7; fixed since, not yet rerun there).  An execution choice
+    # like ``device``: it is not part of the results' key.
+    compile: str | None = None
     # take the authors' per-method settings (lr, weight decay, curriculum start / schedule / final,
     # teacher lr) of this GLUE task for another task: the GPU configuration of the embedded
     # Rotten Tomatoes task uses "sst2", the task built from the same snippets

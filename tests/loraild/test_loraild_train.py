@@ -226,9 +226,9 @@ def test_compiled_student_trains_like_the_eager_one(tiny, monkeypatch):
 
 
 def test_auto_compile_uses_cuda_graphs_only_for_one_fixed_shape_process_on_a_gpu(tiny):
-    """``compile="auto"`` (the default) picks CUDA graphs where they pay and eager elsewhere."""
-    cfg = tiny.config()
-    assert cfg.compile == "auto"
+    """``compile="auto"`` picks CUDA graphs where they pay and eager elsewhere; the default is eager."""
+    assert tiny.config().compile is None and tiny.config().compile_mode("cuda", 1) is None
+    cfg = tiny.config(compile="auto")
     fixed = cfg.replace(pad_to_max_length=True)
     assert fixed.compile_mode("cuda", 1) == "reduce-overhead"
     assert cfg.replace(ild_mask_padding=False).compile_mode("cuda", 1) == "reduce-overhead"  # pads to max too
@@ -238,3 +238,4 @@ def test_auto_compile_uses_cuda_graphs_only_for_one_fixed_shape_process_on_a_gpu
     assert fixed.replace(compile="off").compile_mode("cuda", 1) is None
     assert fixed.replace(compile=None).compile_mode("cuda", 1) is None
     assert cfg.replace(compile="default").compile_mode("cpu", 1) == "default"  # asked for: always
+    assert tiny.config(compile="off").resolved().compile_mode("cuda", 1) is None
