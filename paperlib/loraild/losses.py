@@ -47,14 +47,13 @@ def normalise(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
 
 
 def ild_loss(teacher: torch.Tensor, student: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """``L_ILD`` (eq. 3) for ``[B, T, D]`` features; ``mask`` ``[B, T]`` (1 = real token) or ``None``."""
-    if teacher.shape != student.shape:
-        raise ValueError(f"teacher features {tuple(teacher.shape)} != student features {tuple(student.shape)}")
-    per_token = (normalise(teacher) - normalise(student)).pow(2).sum(dim=-1)  # [B, T]
-    if mask is None:
-        return per_token.mean()
-    m = mask.to(per_token.dtype)
-    return (per_token * m).sum() / m.sum().clamp_min(1.0)
+    """``L_ILD`` (eq. 3) for ``[B, T, D]`` features (each token's whole vector ``h_x``); ``mask``
+    ``[B, T]`` (1 = real token) or ``None``.  The same computation as :func:`ild_loss_layers`,
+    which training runs, with ``D`` seen as one layer and one module (float32, teacher frozen)."""
+    if teacher.shape != student.shape or teacher.dim() != 3:
+        raise ValueError(f"teacher features {tuple(teacher.shape)} and student features {tuple(student.shape)} "
+                         "must both be [batch, tokens, features]")
+    return ild_loss_layers(teacher[:, :, None, None], student[:, :, None, None], mask)
 
 
 class _IldLayers(torch.autograd.Function):
