@@ -80,6 +80,15 @@ def write_sst2(root: Path, n_train: int, n_dev: int, words: int) -> Path:
     return root
 
 
+def finish(args: argparse.Namespace, work: Path, figures: dict) -> int:
+    """Write ``figures`` to ``--json`` (if given) and remove the work folder unless ``--out`` named it."""
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures, indent=1))
+    if not args.out:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
 def launch(nproc: int, gpu: bool, cli_args: list[str], log: Path) -> float:
     """Run the CLI in ``nproc`` processes; returns the wall-clock seconds."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
@@ -194,11 +203,7 @@ def main() -> int:
               f"stage 2 {result['elapsed_s']:.1f} s); result files {len(found)}, teacher files {len(teachers)}, "
               f"checkpoints left {len(leftovers)}", flush=True)
     if args.nproc == 1:
-        if args.json:
-            Path(args.json).write_text(json.dumps({"args": vars(args), "gpu": gpu, "runs": runs}, indent=1))
-        if not args.out:
-            shutil.rmtree(work, ignore_errors=True)
-        return 0
+        return finish(args, work, {"args": vars(args), "gpu": gpu, "runs": runs})
     one, many = runs[1], runs[args.nproc]
     print(f"\n{'epoch':>5s} {'loss, 1 proc':>14s} {f'loss, {args.nproc} procs':>14s} {'rel. diff':>10s}")
     diffs = []
@@ -219,12 +224,7 @@ def main() -> int:
     print(f"\nspeed-up with {args.nproc} processes: {summary['speedup_wall']:.2f}x wall clock (process starts "
           f"included), {stage1}, {summary['speedup_stage2']:.2f}x stage 2 (the run's elapsed_s); "
           f"largest relative difference of the epoch losses {summary['max_rel_loss_diff']:.1e}")
-    if args.json:
-        Path(args.json).write_text(json.dumps({"args": vars(args), "gpu": gpu, "runs": runs, "summary": summary},
-                                              indent=1))
-    if not args.out:
-        shutil.rmtree(work, ignore_errors=True)
-    return 0
+    return finish(args, work, {"args": vars(args), "gpu": gpu, "runs": runs, "summary": summary})
 
 
 if __name__ == "__main__":

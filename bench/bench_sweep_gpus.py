@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_loraild_ddp import write_models, write_sst2  # noqa: E402
+from bench_loraild_ddp import finish, write_models, write_sst2  # noqa: E402
 
 
 def sweep(args: list[str], env: dict, log: Path) -> tuple[float, str]:
@@ -114,12 +114,7 @@ def main() -> int:
                "max_rel_loss_diff": max(diffs) if diffs else None}
     print(f"\nruns per hour, {list(out)[1]} / {list(out)[0]}: {summary['runs_per_hour_ratio']:.2f}x (target >= 1.8 on 2 GPUs); "
           f"largest relative difference of the epoch losses between the two sweeps: {summary['max_rel_loss_diff']:.1e}")
-    if args.json:
-        Path(args.json).write_text(json.dumps({"args": vars(args), "gpus": gpus, "sweeps": out, "summary": summary},
-                                              indent=1))
-    if not args.out:
-        shutil.rmtree(work, ignore_errors=True)
-    return 0
+    return finish(args, work, {"args": vars(args), "gpus": gpus, "sweeps": out, "summary": summary})
 
 
 if __name__ == "__main__":
