@@ -116,15 +116,19 @@ def agreement(fit, swaps, rows, fit0, swaps0, rows0) -> dict:
 PHASES: dict = {}
 
 
-def profile(model, batches_fit, batches_delta, out: str | None) -> None:
-    """torch.profiler table of where the pipeline's time goes (top operators by device time)."""
+def profile(model, batches_fit, batches_delta, out: str | None, precision: str = "float64") -> None:
+    """torch.profiler tables of where the pipeline's time goes: top operators by total device
+    time, then by self device time (kernels)."""
     from torch.profiler import ProfilerActivity, profile as prof
 
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
     with prof(activities=acts) as p:
-        run_paperlib(model, batches_fit, batches_delta)
-    key = "cuda_time_total" if torch.cuda.is_available() else "cpu_time_total"
-    table = p.key_averages().table(sort_by=key, row_limit=25)
+        run_paperlib(model, batches_fit, batches_delta, precision)
+    on = "cuda" if torch.cuda.is_available() else "cpu"
+    avg = p.key_averages()
+    table = (f"products: {precision}; phases (s, under the profiler): {PHASES}\n"
+             + avg.table(sort_by=f"{on}_time_total", row_limit=25)
+             + avg.table(sort_by=f"self_{on}_time_total", row_limit=40))
     print(table)
     if out:
         with open(out, "w") as fh:
@@ -201,6 +205,7 @@ def main() -> None:
                     help="product modes to time and compare with float64 (bf16 model, largest token count)")
     ap.add_argument("--json", default=None, help="also write the figures to this file")
     ap.add_argument("--profile", default=None, help="write a torch.profiler table of the bf16 run here")
+    ap.add_argument("--profile-precision", default="float64", help="product mode of the profiled run")
     args = ap.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(0)
@@ -270,7 +275,7 @@ def main() -> None:
                 print(json.dumps(row), flush=True)
                 dump(results, args.json)
         if args.profile and dtype == torch.bfloat16:
-            profile(model, bf, bd, args.profile)
+            profile(model, bf, bd, args.profile, args.profile_precision)
         del model
         if device.type == "cuda":
             torch.cuda.empty_cache()
