@@ -9,6 +9,9 @@ Prints, from one run on one device:
 - the naive way (keep every hidden state, ``torch.linalg.lstsq`` per layer, then for each pair
   reorder the block list and run the whole model again) at the smallest token count, as a ratio;
 - Spearman of the fp32 and bf16 delta columns (same ranking of pairs?);
+- the pipeline runs as the CLI runs it: composed tanh-GELUs fused on GPUs (``--activations``;
+  a float64 row with the model's own activations shows what fusing moves), ``fit.npz`` written
+  in a background thread while pass 2 runs, and both tables (pairs and layers) made;
 - with ``--precisions``: the bf16 pipeline at the largest token count with each product mode
   (``float64`` exact, ``bf16x3`` split-bf16 tensor cores, ``tf32``), its speed and its agreement
   with the float64 run: largest relative change of the maps A_i, of r and delta' (relative to
@@ -23,7 +26,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -31,8 +36,10 @@ from scipy import stats
 from transformers import AutoModel, GPT2Config, LlamaConfig
 
 from paperlib.data.tokens import TokenBatch
-from paperlib.swap.analysis import fit_layers, measure_swaps, pair_rows
+from paperlib.swap.analysis import fit_layers, layer_rows, measure_swaps, pair_rows
 from paperlib.swap.blocks import ResidualStack, find_blocks
+from paperlib.swap.fused_activations import fused_activations
+from paperlib.swap.pipeline import FitSaver
 from paperlib.swap.linear_fit import bf16_tensor_cores_used
 from timing import matmul_rate, sync
 
@@ -76,21 +83,32 @@ def pipeline_flops(cfg, n_params_blocks: int, seq_len: int, n_tokens: int) -> fl
     return n_tokens * (pass1 + pass2)
 
 
-def run_paperlib(model, batches_fit, batches_delta, precision: str = "float64"):
-    """Both passes and the table (Trans, Dep, r for every pair), as the CLI runs them."""
+SETTINGS = {"fuse": True, "save_dir": None}
+
+
+def run_paperlib(model, batches_fit, batches_delta, precision: str = "float64", fuse: bool | None = None):
+    """Both passes and the tables, as the CLI runs them (``paperlib.swap.pipeline``): composed
+    tanh-GELUs fused (``fuse``, default ``SETTINGS``), ``fit.npz`` written to
+    ``SETTINGS["save_dir"]`` while pass 2 runs, the pair table (Trans, Dep, r) and the layer table."""
+    fuse = SETTINGS["fuse"] if fuse is None else fuse
     device = next(model.parameters()).device
     stack = ResidualStack(model)
-    t0 = time.perf_counter()
-    fit = fit_layers(stack, batches_fit, progress=False, precision=precision)
-    sync(device)
-    t1 = time.perf_counter()
-    swaps = measure_swaps(stack, batches_delta, fit, progress=False, precision=precision)
-    sync(device)
-    t2 = time.perf_counter()
+    with fused_activations(model, fuse):
+        t0 = time.perf_counter()
+        fit = fit_layers(stack, batches_fit, progress=False, precision=precision)
+        sync(device)
+        t1 = time.perf_counter()
+        saver = FitSaver(Path(SETTINGS["save_dir"]) / "fit.npz", fit) if SETTINGS["save_dir"] else None
+        swaps = measure_swaps(stack, batches_delta, fit, progress=False, precision=precision)
+        sync(device)
+        t2 = time.perf_counter()
     rows = pair_rows(fit, swaps, device=device)
+    layer_rows(fit, swaps)
+    if saver is not None:
+        saver.wait()
     sync(device)
-    PHASES.update(pass1=t1 - t0, pass2=t2 - t1, table=time.perf_counter() - t2)
-    TABLES[precision] = rows
+    PHASES.update(pass1=t1 - t0, pass2=t2 - t1, table_and_save=time.perf_counter() - t2)
+    TABLES[(precision, fuse)] = rows
     return fit, swaps
 
 
@@ -206,6 +224,9 @@ def main() -> None:
     ap.add_argument("--json", default=None, help="also write the figures to this file")
     ap.add_argument("--profile", default=None, help="write a torch.profiler table of the bf16 run here")
     ap.add_argument("--profile-precision", default="float64", help="product mode of the profiled run")
+    ap.add_argument("--activations", default="auto", choices=["auto", "fused", "model"],
+                    help="composed tanh-GELUs: fused (auto: on GPUs, as the CLI) or the model's own modules")
+    ap.add_argument("--no-save", action="store_true", help="do not write fit.npz (the CLI writes it)")
     args = ap.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(0)
@@ -214,7 +235,12 @@ def main() -> None:
     print(f"device: {name}; bf16 matmul rate {rate / 1e12:.1f} TFLOP/s; arch {args.arch}; "
           f"bf16 tensor cores with float32 accumulation for the split-bf16 modes: {bf16_tensor_cores_used(device)}")
     cfg = make_config(args.arch, args.layers)
-    results: dict = {"device": name, "arch": args.arch, "bf16_matmul_tflops": rate / 1e12, "runs": []}
+    SETTINGS["fuse"] = args.activations == "fused" or (args.activations == "auto" and device.type == "cuda")
+    save_dir = None if args.no_save else tempfile.TemporaryDirectory(prefix="bench-swap-")
+    SETTINGS["save_dir"] = save_dir.name if save_dir else None
+    results: dict = {"device": name, "arch": args.arch, "bf16_matmul_tflops": rate / 1e12,
+                     "activations": "fused" if SETTINGS["fuse"] else "model", "fit_npz_written": save_dir is not None,
+                     "runs": []}
     deltas = {}
     dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
     for dname in args.dtypes:
@@ -228,20 +254,24 @@ def main() -> None:
         # the yardstick of what the model's own code reaches: plain forward passes over the largest
         # token count (no hidden states kept), as a fraction of the bf16 matmul rate
         bf_y = make_batches(max(args.tokens), args.seq_len, args.batch_size, cfg.vocab_size, seed=1)
-        forward_only(model, bf_y[:2])
-        _, dty, _ = timed(lambda: forward_only(model, bf_y), device)
         fwd_flops = max(args.tokens) * (2 * n_block + 2 * cfg.num_hidden_layers * args.seq_len * cfg.hidden_size)
-        row = {"impl": "model forward alone", "dtype": str(dtype).split(".")[-1], "tokens": max(args.tokens),
-               "seconds": dty, "tokens_per_s": max(args.tokens) / dty, "model_tflops": fwd_flops / dty / 1e12,
-               "fraction_of_bf16_matmul": fwd_flops / dty / rate}
-        results["runs"].append(row)
-        print(json.dumps(row), flush=True)
+        for fuse in sorted({False, SETTINGS["fuse"]}):
+            with fused_activations(model, fuse):
+                forward_only(model, bf_y[:2])
+                _, dty, _ = timed(lambda: forward_only(model, bf_y), device)
+            row = {"impl": "model forward alone", "activations": "fused" if fuse else "model",
+                   "dtype": str(dtype).split(".")[-1], "tokens": max(args.tokens),
+                   "seconds": dty, "tokens_per_s": max(args.tokens) / dty, "model_tflops": fwd_flops / dty / 1e12,
+                   "fraction_of_bf16_matmul": fwd_flops / dty / rate}
+            results["runs"].append(row)
+            print(json.dumps(row), flush=True)
         for n in args.tokens:
             bf = make_batches(n, args.seq_len, args.batch_size, cfg.vocab_size, seed=1)
             bd = make_batches(n, args.seq_len, args.batch_size, cfg.vocab_size, seed=2)
             (fit, swaps), dt, peak = timed(lambda: run_paperlib(model, bf, bd), device)
             flops = pipeline_flops(cfg, n_block, args.seq_len, n)
-            row = {"impl": "paperlib", "dtype": str(dtype).split(".")[-1], "precision": "float64", "tokens": n,
+            row = {"impl": "paperlib", "dtype": str(dtype).split(".")[-1], "precision": "float64",
+                   "activations": "fused" if SETTINGS["fuse"] else "model", "tokens": n,
                    "seconds": dt, "phases_s": dict(PHASES),
                    "tokens_per_s": 2 * n / dt, "model_tflops": flops / dt / 1e12,
                    "fraction_of_bf16_matmul": flops / dt / rate, "peak_gib": peak}
@@ -262,15 +292,19 @@ def main() -> None:
                 print(json.dumps(row), flush=True)
                 dump(results, args.json)
         if dtype == torch.bfloat16:
-            exact = (fit, swaps, TABLES["float64"])
-            for precision in [p for p in args.precisions if p != "float64"]:
-                run_paperlib(model, warm, warm, precision)  # warm-up of this mode's kernels
-                (fit_p, swaps_p), dt, peak = timed(lambda: run_paperlib(model, bf, bd, precision), device)
-                row = {"impl": "paperlib", "dtype": "bfloat16", "precision": precision, "tokens": n, "seconds": dt,
+            exact = (fit, swaps, TABLES[("float64", SETTINGS["fuse"])])
+            runs = [(p, SETTINGS["fuse"]) for p in args.precisions if p != "float64"]
+            if SETTINGS["fuse"]:
+                runs.append(("float64", False))  # what fusing the activations moves
+            for precision, fuse in runs:
+                run_paperlib(model, warm, warm, precision, fuse)  # warm-up of this mode's kernels
+                (fit_p, swaps_p), dt, peak = timed(lambda: run_paperlib(model, bf, bd, precision, fuse), device)
+                row = {"impl": "paperlib", "dtype": "bfloat16", "precision": precision,
+                       "activations": "fused" if fuse else "model", "tokens": n, "seconds": dt,
                        "phases_s": dict(PHASES), "tokens_per_s": 2 * n / dt, "model_tflops": flops / dt / 1e12,
                        "fraction_of_bf16_matmul": flops / dt / rate, "peak_gib": peak,
                        "speedup_over_naive": NAIVE_SECONDS.get((str(dtype), n), float("nan")) / dt,
-                       "agreement_with_float64": agreement(fit_p, swaps_p, TABLES[precision], *exact)}
+                       "agreement_with_float64": agreement(fit_p, swaps_p, TABLES[(precision, fuse)], *exact)}
                 results["runs"].append(row)
                 print(json.dumps(row), flush=True)
                 dump(results, args.json)

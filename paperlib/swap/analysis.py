@@ -35,6 +35,7 @@ from tqdm import tqdm
 
 from paperlib.data.tokens import TokenBatch
 from paperlib.swap.blocks import ResidualStack
+from paperlib.swap.host_maps import HostMaps
 from paperlib.swap.indicators import commutator, dep_from_norms, spectral_norms, swap_score, trans
 from paperlib.swap.linear_fit import (
     NormalEquations,
@@ -52,9 +53,13 @@ BASELINES = ("block_influence", "angular_distance", "relative_update", "angular_
 
 @dataclass
 class FitResult:
-    """Output of pass 1: one map per layer and the baseline statistics per pair."""
+    """Output of pass 1: one map per layer and the baseline statistics per pair.
 
-    A: list[np.ndarray]
+    ``A`` is a list of numpy arrays, or, straight out of :func:`fit_layers`, a
+    :class:`~paperlib.swap.host_maps.HostMaps` that copies the maps to the host when first read.
+    """
+
+    A: Sequence[np.ndarray]
     r2: list[float]
     n_tokens: int
     baselines: dict[str, list[float]] = field(default_factory=dict)
@@ -71,6 +76,19 @@ class FitResult:
         if self.A_device is not None and self.A_device[i].device == dev:
             return self.A_device[i]
         return torch.as_tensor(self.A[i], dtype=torch.float64).to(dev)
+
+    @property
+    def d(self) -> int:
+        """The hidden size (no host copy of the maps needed)."""
+        shape = getattr(self.A, "shape", None)
+        return int(shape[0]) if shape is not None and len(shape) == 2 else int(np.shape(self.A[0])[0])
+
+    def trans_values(self) -> list[float]:
+        """``Trans(i) = ||A_i||_F / sqrt(d)`` (eq. 13) of every layer: from the maps on the GPU
+        where :func:`fit_layers` kept them there, else from the host maps (as always on CPUs)."""
+        if self.A_device is not None and self.A_device[0].device.type != "cpu":
+            return [float(torch.linalg.matrix_norm(a, "fro") / math.sqrt(a.shape[0])) for a in self.A_device]
+        return [trans(a) for a in self.A]
 
 
 @dataclass
@@ -211,7 +229,9 @@ def fit_layers(
     means = ((torch.stack([s_.cpu() for s_ in sums], dim=1) / denominators[:, None]).tolist() if n > 1
              else [[] for _ in BASELINES])
     return FitResult(
-        A=[f.A for f in fits],
+        # host copies made when first read; at once when the statistics were sent to the host to
+        # spare device memory (then the maps leave the devices too)
+        A=HostMaps([f.A_tensor for f in fits]) if stats_device is None else [f.A for f in fits],
         r2=[f.r2 for f in fits],
         n_tokens=count,
         baselines={k: means[b] for b, k in enumerate(BASELINES)},
@@ -322,7 +342,7 @@ def pair_rows(fit: FitResult, swaps: SwapResult | None = None, device: str | tor
     ``fit_layers`` kept on the device are used in place (no host round trip).
     """
     n = len(fit.A)
-    d = np.shape(fit.A[0])[0]
+    d = fit.d
     dev = torch.device(device)
     if memory_budget is None:
         memory_budget = torch.cuda.mem_get_info(dev)[0] // 2 if dev.type == "cuda" else 2 * 2**30
@@ -370,8 +390,8 @@ def pair_rows(fit: FitResult, swaps: SwapResult | None = None, device: str | tor
 def layer_rows(fit: FitResult, swaps: SwapResult | None = None) -> list[dict]:
     """One row per layer: Trans and the fit quality (train and held-out R^2)."""
     rows = []
-    for i, a in enumerate(fit.A):
-        row = {"layer": i + 1, "trans": trans(a), "r2_fit": fit.r2[i]}
+    for i, t in enumerate(fit.trans_values()):
+        row = {"layer": i + 1, "trans": t, "r2_fit": fit.r2[i]}
         if swaps is not None:
             row["r2_heldout"] = swaps.r2_heldout[i]
         rows.append(row)

@@ -28,6 +28,8 @@ class SwapConfig:
     device_map: str = ""  # "" = the whole model on `device`; "auto" = split over the GPUs (accelerate)
     precision: str = "float64"  # Gram / pass-2 products: float64 | bf16x3 | bf16x6 | tf32 (sums always float64)
     stats_device: str = ""  # "" = each layer's statistics on its device; "cpu" = pinned host memory
+    #: composed tanh-GELUs (GPT-2's gelu_new) as one fused kernel: auto (on GPUs) | fused | model
+    activations: str = "auto"
 
     def __post_init__(self) -> None:
         if not isinstance(self.window, int) or self.window < 1:
@@ -40,6 +42,9 @@ class SwapConfig:
         from paperlib.swap.linear_fit import check_precision
 
         check_precision(self.precision)
+        from paperlib.swap.fused_activations import check_activations
+
+        check_activations(self.activations)
         if self.stats_device and self.stats_device != "cpu" and not self.stats_device.startswith("cuda"):
             raise ValueError(f"stats_device must be empty (each layer's device), 'cpu' or 'cuda:N', got {self.stats_device!r}")
         if not isinstance(self.seed, int) or self.seed < 0:
@@ -55,12 +60,23 @@ class SwapConfig:
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in names})
 
+    def fuse_activations(self) -> bool:
+        """Whether composed tanh-GELUs run fused: ``activations`` resolved (``auto``: on GPUs,
+        where they are memory-bound; CPU runs keep the model's modules)."""
+        if self.activations == "auto":
+            return self.device.startswith("cuda") or bool(self.device_map)
+        return self.activations == "fused"
+
     def key(self) -> str:
         """Cache key: everything that changes the numbers (not where they are computed; the default
-        precision is left out so keys of earlier runs stay valid)."""
+        precision and the model's own activations are left out so keys of earlier runs stay
+        valid)."""
         d = asdict(self)
         for where in ("device", "device_map", "stats_device"):
             d.pop(where)
         if d["precision"] == "float64":
             d.pop("precision")
+        d.pop("activations")
+        if self.fuse_activations():
+            d["activations"] = "fused"
         return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]

@@ -165,12 +165,19 @@ def window_mean_masked(xm: torch.Tensor, mask: torch.Tensor, window: int = 4) ->
 class LayerFit:
     """Result of one layer's fit: the map and how well it explains the update."""
 
-    A: np.ndarray  # (d, d), row convention: Y ~ Xhat @ A
+    #: the map (d, d), row convention ``Y ~ Xhat @ A``, as a float64 tensor where it was solved (on
+    #: a GPU it stays there: later steps need no copy of its d^2 numbers, and the host copy
+    #: :attr:`A` is made only when read)
+    A_tensor: torch.Tensor = field(repr=False, compare=False)
     r2: float  # 1 - SSE / SST of Y = X_{i+1} - X_i
     n_tokens: int
-    #: the same map as a float64 tensor where it was solved (on a GPU: kept there, so later steps
-    #: need no host -> device copy of d^2 numbers)
-    A_tensor: torch.Tensor | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def A(self) -> np.ndarray:
+        """The map as a float64 numpy array on the host (copied from the device on first read)."""
+        if not hasattr(self, "_A_host"):
+            self._A_host = self.A_tensor.cpu().numpy()
+        return self._A_host
 
 
 class NormalEquations:
@@ -246,4 +253,4 @@ class NormalEquations:
         sse = self.y_sq - 2.0 * torch.sum(A * self.C) + torch.sum(A * (self.G @ A))
         sst = self.y_sq - (self.y_sum @ self.y_sum) / max(self.n, 1)
         r2 = float(1.0 - sse / sst) if sst > 0 else float("nan")
-        return LayerFit(A=A.cpu().numpy(), r2=r2, n_tokens=self.n, A_tensor=A)
+        return LayerFit(A_tensor=A, r2=r2, n_tokens=self.n)

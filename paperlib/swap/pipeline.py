@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,7 +32,9 @@ from paperlib.locks import hold_lock
 from paperlib.data.tokens import batches, sequences
 from paperlib.swap.analysis import BASELINES, FitResult, SwapResult, fit_layers, layer_rows, measure_swaps, pair_rows
 from paperlib.swap.blocks import ResidualStack
+from paperlib.swap.host_maps import HostMaps
 from paperlib.swap.config import SwapConfig
+from paperlib.swap.fused_activations import fused_activations
 
 
 def default_cache_dir() -> Path:
@@ -51,10 +54,38 @@ class SwapAnalysis:
 
 
 def _save_fit(path: Path, fit: FitResult) -> None:
+    maps = fit.A.array() if isinstance(fit.A, HostMaps) else np.stack(fit.A)
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:  # a file object: np.savez would append .npz to a path
-            np.savez(fh, A=np.stack(fit.A), r2=np.array(fit.r2), n_tokens=fit.n_tokens,
+            np.savez(fh, A=maps, r2=np.array(fit.r2), n_tokens=fit.n_tokens,
                      **{f"baseline_{k}": np.array(v) for k, v in fit.baselines.items()})
+
+
+class FitSaver:
+    """Writes ``fit.npz`` in a background thread while pass 2 runs.
+
+    The maps are copied from the GPUs on side streams (:class:`~paperlib.swap.host_maps.HostMaps`)
+    and written atomically, overlapping pass 2's kernels; :meth:`wait` joins the thread and
+    re-raises what it raised.  An interrupted pass 2 still leaves the finished file (the thread is
+    joined in a ``finally``), so the next run resumes from pass 2.
+    """
+
+    def __init__(self, path: Path, fit: FitResult):
+        self.error: BaseException | None = None
+
+        def work() -> None:
+            try:
+                _save_fit(path, fit)
+            except BaseException as e:  # noqa: BLE001 - handed to the caller by wait()
+                self.error = e
+
+        self._thread = threading.Thread(target=work, name="paperlib-save-fit", daemon=False)
+        self._thread.start()
+
+    def wait(self, raise_error: bool = True) -> None:
+        self._thread.join()
+        if self.error is not None and raise_error:
+            raise self.error
 
 
 def _load_fit(path: Path) -> FitResult:
@@ -146,24 +177,33 @@ def _run(config: SwapConfig, folder: Path | None, progress: bool, model, tokeniz
         seqs = sequences(tokenizer, docs, n_tokens, config.seq_len)
         return batches(seqs, config.batch_size, tokenizer.pad_token_id)
 
-    if fit is None:
-        swaps = None  # pass 2 uses pass 1's maps: a new fit means new swaps
-        t0 = time.perf_counter()
-        fit = fit_layers(stack, token_batches(text.metric, config.metric_tokens), config.window, config.ridge, progress,
-                         precision=config.precision, stats_device=config.stats_device or None)
-        seconds["pass1"] = time.perf_counter() - t0
-        if fit_path:
-            _save_fit(fit_path, fit)
-    if swaps is None:
-        t0 = time.perf_counter()
-        swaps = measure_swaps(stack, token_batches(text.delta, config.delta_tokens), fit, config.window, progress,
-                              precision=config.precision, maps_device=config.stats_device or None)
-        seconds["pass2"] = time.perf_counter() - t0
-        if swap_path:
-            write_json_atomic(swap_path, asdict(swaps))
-    table_device = stack.devices[0] if (config.device_map and stack is not None) else config.device
-    pairs = pd.DataFrame(pair_rows(fit, swaps, device=table_device))
-    layers = pd.DataFrame(layer_rows(fit, swaps))
+    saver: FitSaver | None = None
+    try:
+        with fused_activations(model, config.fuse_activations() and model is not None):
+            if fit is None:
+                swaps = None  # pass 2 uses pass 1's maps: a new fit means new swaps
+                t0 = time.perf_counter()
+                fit = fit_layers(stack, token_batches(text.metric, config.metric_tokens), config.window, config.ridge,
+                                 progress, precision=config.precision, stats_device=config.stats_device or None)
+                seconds["pass1"] = time.perf_counter() - t0
+                if fit_path:
+                    saver = FitSaver(fit_path, fit)  # written while pass 2 runs
+            if swaps is None:
+                t0 = time.perf_counter()
+                swaps = measure_swaps(stack, token_batches(text.delta, config.delta_tokens), fit, config.window,
+                                      progress, precision=config.precision, maps_device=config.stats_device or None)
+                seconds["pass2"] = time.perf_counter() - t0
+                if swap_path:
+                    write_json_atomic(swap_path, asdict(swaps))
+        table_device = stack.devices[0] if (config.device_map and stack is not None) else config.device
+        pairs = pd.DataFrame(pair_rows(fit, swaps, device=table_device))
+        layers = pd.DataFrame(layer_rows(fit, swaps))
+    except BaseException:
+        if saver is not None:
+            saver.wait(raise_error=False)  # fit.npz is finished: a rerun resumes from pass 2
+        raise
+    if saver is not None:
+        saver.wait()  # fit.npz is complete (or its error raised) before anything returns
     fit.A_device = None  # the device copies of the maps served pass 2 and the table; free that memory
     if folder is not None:
         write_text_atomic(folder / "pairs.csv", pairs.to_csv(index=False))

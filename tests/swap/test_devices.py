@@ -114,7 +114,16 @@ def test_fast_precisions_agree_with_float64_on_a_tiny_model(tiny, precision):
 
 def test_config_fields_for_placement_do_not_change_the_cache_key():
     base = SwapConfig()
-    assert SwapConfig(device_map="auto", stats_device="cpu").key() == base.key()
+    assert SwapConfig(stats_device="cpu").key() == base.key()
+    for act in ("model", "fused"):  # with the activations fixed, where the model runs does not count
+        assert SwapConfig(device_map="auto", activations=act).key() == SwapConfig(activations=act).key()
+    # activations="auto" fuses on GPUs: other numbers, another key; the model's own modules keep
+    # the keys of runs made before the option existed (CPU runs resolve to them)
+    assert SwapConfig(device="cuda").key() != base.key()
+    assert SwapConfig(activations="model").key() == base.key()
+    assert SwapConfig(device="cuda", activations="model").key() == base.key()
+    with pytest.raises(ValueError, match="activations must be one of"):
+        SwapConfig(activations="fast")
     assert SwapConfig(precision="bf16x3").key() != base.key()
     with pytest.raises(ValueError, match="precision must be one of"):
         SwapConfig(precision="fp8")
