@@ -186,6 +186,9 @@ def main() -> None:
     ap.add_argument("--seq", type=int, default=128)
     ap.add_argument("--rank", type=int, default=32)
     ap.add_argument("--methods", nargs="+", default=list(BENCH_METHODS))
+    ap.add_argument("--modes", nargs="+", default=["live", "cached"], choices=["live", "cached"],
+                    help="teacher outputs computed every step (live) or read from the cache")
+    ap.add_argument("--repeats", type=int, default=1, help="time every row this often, interleaved; report the median")
     ap.add_argument("--dtypes", nargs="+", default=["fp32", "bf16"])
     ap.add_argument("--compile", default=None, choices=["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"],
                     help="torch.compile the student (and the live teacher) with this mode")
@@ -271,19 +274,27 @@ def main() -> None:
     if args.compile:
         teacher.compile(mode=None if args.compile == "default" else args.compile)
 
+    # every row ``--repeats`` times, interleaved (A B C A B C), and the median kept: rows of equal
+    # work measured once differed by up to 20% in one run
+    timings: dict[tuple, list[dict]] = {}
+    for rep in range(args.repeats):
+        for dtype in args.dtypes:
+            bf16 = dtype == "bf16"
+            for name in args.methods:
+                for mode in [m for m in args.modes if METHODS[name].kd or m == "live"]:
+                    for path in (args.lora_paths if METHODS[name].student_lora else ["fused"]):
+                        r = bench_method(name, mode, bf16, teacher, t_recorder, t_cfg, s_cfg, split, caches[bf16],
+                                         args, device, fused=path == "fused")
+                        r["mfu"] = r["flop_rate"] / rate
+                        timings.setdefault((dtype, name, mode, path), []).append(r)
+                        print(f"{dtype:5s} {name:22s} {mode:6s} {r['lora_path']:5s} {r['samples_per_s']:8.1f} samples/s  "
+                              f"{1e3 * r['step_s']:7.1f} ms/step  {100 * r['mfu']:5.1f}% of bf16 matmul  "
+                              f"peak {r['peak_gib']:.1f} GiB  (repeat {rep + 1}/{args.repeats})", flush=True)
     rows = []
-    for dtype in args.dtypes:
-        bf16 = dtype == "bf16"
-        for name in args.methods:
-            for mode in (("live", "cached") if METHODS[name].kd else ("live",)):
-                for path in (args.lora_paths if METHODS[name].student_lora else ["fused"]):
-                    r = bench_method(name, mode, bf16, teacher, t_recorder, t_cfg, s_cfg, split, caches[bf16], args,
-                                     device, fused=path == "fused")
-                    r["mfu"] = r["flop_rate"] / rate
-                    rows.append(r)
-                    print(f"{dtype:5s} {name:22s} {mode:6s} {r['lora_path']:5s} {r['samples_per_s']:8.1f} samples/s  "
-                          f"{1e3 * r['step_s']:7.1f} ms/step  {100 * r['mfu']:5.1f}% of bf16 matmul  "
-                          f"peak {r['peak_gib']:.1f} GiB", flush=True)
+    for reps in timings.values():
+        r = dict(sorted(reps, key=lambda x: x["step_s"])[len(reps) // 2])  # the median repeat
+        r["step_s_repeats"] = [x["step_s"] for x in reps]
+        rows.append(r)
 
     def get(name, mode, dtype, path="fused"):
         return next((r for r in rows if r["method"] == name and r["mode"] == mode and r["dtype"] == dtype
@@ -292,7 +303,7 @@ def main() -> None:
     ratios = []
     print("\nratios (measured in this run)")
     for dtype in args.dtypes:
-        for mode in ("live", "cached"):
+        for mode in args.modes:
             base = get("vanilla_kd", mode, dtype)
             for name in args.methods:
                 for path in args.lora_paths:

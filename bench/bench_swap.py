@@ -38,7 +38,7 @@ from transformers import AutoModel, GPT2Config, LlamaConfig
 from paperlib.data.tokens import TokenBatch
 from paperlib.swap.analysis import fit_layers, layer_rows, measure_swaps, pair_rows
 from paperlib.swap.blocks import ResidualStack, find_blocks
-from paperlib.swap.fused_activations import fused_activations
+from paperlib.swap.fused_activations import composed_tanh_gelus, fused_activations
 from paperlib.swap.pipeline import FitSaver
 from paperlib.swap.linear_fit import bf16_tensor_cores_used
 from timing import matmul_rate, sync
@@ -255,7 +255,7 @@ def main() -> None:
         # token count (no hidden states kept), as a fraction of the bf16 matmul rate
         bf_y = make_batches(max(args.tokens), args.seq_len, args.batch_size, cfg.vocab_size, seed=1)
         fwd_flops = max(args.tokens) * (2 * n_block + 2 * cfg.num_hidden_layers * args.seq_len * cfg.hidden_size)
-        for fuse in sorted({False, SETTINGS["fuse"]}):
+        for fuse in sorted({False, SETTINGS["fuse"] and bool(composed_tanh_gelus(model))}):
             with fused_activations(model, fuse):
                 forward_only(model, bf_y[:2])
                 _, dty, _ = timed(lambda: forward_only(model, bf_y), device)
@@ -294,7 +294,7 @@ def main() -> None:
         if dtype == torch.bfloat16:
             exact = (fit, swaps, TABLES[("float64", SETTINGS["fuse"])])
             runs = [(p, SETTINGS["fuse"]) for p in args.precisions if p != "float64"]
-            if SETTINGS["fuse"]:
+            if SETTINGS["fuse"] and composed_tanh_gelus(model):
                 runs.append(("float64", False))  # what fusing the activations moves
             for precision, fuse in runs:
                 run_paperlib(model, warm, warm, precision, fuse)  # warm-up of this mode's kernels

@@ -70,8 +70,36 @@ final)  # the second round (after the fixes): one-card work two at a time, then 
   step "$OUT/multi.log" python bench/bench_sweep_gpus.py --json "$OUT/sweep.json"
   step "$OUT/multi.log" python bench/bench_loraild_ddp.py $DDP --out /tmp/ddp-bench --json "$OUT/ddp_b128.json"
   ;;
+third1)  # third round, part 1 (issue 15 speed, issue 13 step and compiled run): one card each
+  DDP="--nproc 2 --global-batch 128 --steps-per-epoch 100 --epochs 3 --words 24"
+  (
+    export CUDA_VISIBLE_DEVICES=0
+    step "$OUT/card0.log" python bench/bench_swap.py --dtypes bf16 --tokens 65536 --naive-tokens 65536 \
+      --precisions float64 tf32 bf16x3 --json "$OUT/swap_gpt2.json" --profile "$OUT/profile_swap_gpt2_tf32.txt" \
+      --profile-precision tf32
+    step "$OUT/card0.log" python bench/bench_swap.py --arch llama3-8b --dtypes bf16 --tokens 16384 65536 \
+      --naive-tokens 16384 --precisions float64 tf32 --json "$OUT/swap_llama8b.json"
+  ) &
+  (
+    export CUDA_VISIBLE_DEVICES=1
+    step "$OUT/card1.log" python bench/bench_loraild.py --section run --run-epochs 3 --run-steps 100 \
+      --run-batch 128 --run-test 3200 --run-words 24 --run-compile off auto --json "$OUT/loraild_run.json"
+    M="--dtypes bf16 --lora-paths fused --modes cached --methods vanilla_kd loraild_fixed loraild_average loraild_random_step"
+    step "$OUT/card1.log" python bench/bench_loraild.py $M --batch 32 --repeats 3 --json "$OUT/steps_b32.json"
+    step "$OUT/card1.log" python bench/bench_loraild.py $M --batch 128 --repeats 3 --steps 20 --json "$OUT/steps_b128.json"
+    step "$OUT/card1.log" python bench/bench_loraild.py $M --batch 32 --compile reduce-overhead --steps 100 \
+      --json "$OUT/steps_b32_compiled.json"
+    step "$OUT/card1.log" python bench/bench_loraild_ddp.py $DDP --out /tmp/ddp-bench --prepare-only
+  ) &
+  wait
+  ;;
+third2)  # third round, part 2: the two-card runs (needs /tmp/ddp-bench from part 1 on the same machine)
+  DDP="--nproc 2 --global-batch 128 --steps-per-epoch 100 --epochs 3 --words 24"
+  step "$OUT/multi.log" python bench/bench_sweep_gpus.py --json "$OUT/sweep.json"
+  step "$OUT/multi.log" python bench/bench_loraild_ddp.py $DDP --out /tmp/ddp-bench --json "$OUT/ddp_b128.json"
+  ;;
 *)
-  echo "usage: bash bench/run_gpu_benches.sh single|multi|sweep|final" >&2
+  echo "usage: bash bench/run_gpu_benches.sh single|multi|sweep|final|third1|third2" >&2
   exit 2
   ;;
 esac
