@@ -57,17 +57,14 @@ class HostMaps(Sequence):
         with self._lock:
             if self._host is None:
                 host = np.empty((self._n, *self._shape), dtype=np.float64)
-                streams: dict[torch.device, torch.cuda.Stream] = {}
+                copier = _PinnedCopier()
                 for i, t in enumerate(self._tensors or []):
                     dest = torch.from_numpy(host[i])
                     if t.device.type == "cuda":
-                        if t.device not in streams:
-                            streams[t.device] = torch.cuda.Stream(t.device)
-                            streams[t.device].wait_event(self._ready[t.device])
-                        with torch.cuda.stream(streams[t.device]):
-                            dest.copy_(t)  # into pageable memory: returns when copied
+                        copier.copy(t, dest, self._ready[t.device])
                     else:
                         dest.copy_(t)
+                copier.finish()
                 self._host, self._tensors = host, None
             return self._host
 
@@ -76,3 +73,50 @@ class HostMaps(Sequence):
 
     def __iter__(self) -> Iterator[np.ndarray]:
         return iter(self.array())
+
+
+class _PinnedCopier:
+    """Device -> pageable host copies through two small pinned buffers, on a side stream.
+
+    A copy into pageable memory is staged by the driver, which on an H200 stalled the thread
+    that launches pass 2's kernels for as long as the copy took; here the DMA goes into pinned
+    memory (asynchronous, the device's copy engine) and the CPU moves each piece on to its
+    destination while the next piece is in flight.
+    """
+
+    PIECE = 4 * 2**20  # float64 numbers per piece: 32 MiB
+
+    def __init__(self):
+        self._bufs: dict[torch.device, list[torch.Tensor]] = {}
+        self._streams: dict[torch.device, torch.cuda.Stream] = {}
+        self._turn = 0
+        self._pending: tuple[torch.cuda.Event, torch.Tensor, torch.Tensor] | None = None
+
+    def copy(self, src: torch.Tensor, dest: torch.Tensor, ready: torch.cuda.Event) -> None:
+        dev = src.device
+        if dev not in self._streams:
+            self._streams[dev] = torch.cuda.Stream(dev)
+            self._streams[dev].wait_event(ready)  # the work that made the maps, nothing queued later
+            self._bufs[dev] = [torch.empty(self.PIECE, dtype=src.dtype, pin_memory=True) for _ in range(2)]
+        flat_src, flat_dest = src.reshape(-1), dest.view(-1)
+        for start in range(0, flat_src.numel(), self.PIECE):
+            n = min(self.PIECE, flat_src.numel() - start)
+            # a buffer is reused two pieces later: its previous piece was moved on by then
+            buf = self._bufs[dev][self._turn % 2][:n]
+            self._turn += 1
+            with torch.cuda.stream(self._streams[dev]):
+                buf.copy_(flat_src[start:start + n], non_blocking=True)
+                done = torch.cuda.Event()
+                done.record()
+            self._drain()
+            self._pending = (done, buf, flat_dest[start:start + n])
+
+    def _drain(self) -> None:
+        if self._pending is not None:
+            done, buf, dest = self._pending
+            done.synchronize()
+            dest.copy_(buf)
+            self._pending = None
+
+    def finish(self) -> None:
+        self._drain()

@@ -52,7 +52,10 @@ def test_host_maps_read_from_two_threads_copy_once():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
-def test_host_maps_on_a_side_stream_wait_for_the_work_that_made_the_maps():
+def test_host_maps_on_a_side_stream_wait_for_the_work_that_made_the_maps(monkeypatch):
+    import paperlib.swap.host_maps as hm
+
+    monkeypatch.setattr(hm._PinnedCopier, "PIECE", 10_000)  # 7 pieces per map, through both buffers
     vals = _tensors(n=4, d=256)
     ts = [torch.zeros(256, 256, dtype=torch.float64, device="cuda") for _ in vals]
     big = torch.randn(4096, 4096, device="cuda")
