@@ -15,6 +15,7 @@ left() { echo $((LIMIT - ($(date +%s) - t0))); }
 step() {  # step LOG CMD...: run CMD within the time still left, log its output, note its exit code
   local log=$1; shift
   echo "### $(date -u +%H:%M:%S) $*" >>"$log"
+  if [ "$(left)" -le 5 ]; then echo "### skipped: no time left" >>"$log"; return; fi
   timeout "$(left)" "$@" >>"$log" 2>&1
   echo "### exit $? after $(($(date +%s) - t0)) s" >>"$log"
 }
@@ -98,8 +99,32 @@ third2)  # third round, part 2: the two-card runs (needs /tmp/ddp-bench from par
   step "$OUT/multi.log" python bench/bench_sweep_gpus.py --json "$OUT/sweep.json"
   step "$OUT/multi.log" python bench/bench_loraild_ddp.py $DDP --out /tmp/ddp-bench --json "$OUT/ddp_b128.json"
   ;;
+fourth1)  # fourth round, part 1: swap speed after the copy fix (card 0), compiled steps (card 1), then the sweep
+  DDP="--nproc 2 --global-batch 128 --steps-per-epoch 100 --epochs 3 --words 24"
+  (
+    export CUDA_VISIBLE_DEVICES=0
+    step "$OUT/card0.log" python bench/bench_swap.py --dtypes bf16 --tokens 65536 --naive-tokens 65536 \
+      --precisions float64 tf32 --json "$OUT/swap_gpt2_b8.json"
+    step "$OUT/card0.log" python bench/bench_swap.py --dtypes bf16 --tokens 65536 --naive-tokens 65536 \
+      --batch-size 16 --precisions float64 tf32 --json "$OUT/swap_gpt2_b16.json"
+    step "$OUT/card0.log" python bench/bench_swap.py --arch llama3-8b --dtypes bf16 --tokens 65536 \
+      --naive-tokens 0 --precisions float64 tf32 --json "$OUT/swap_llama8b.json"
+  ) &
+  (
+    export CUDA_VISIBLE_DEVICES=1
+    step "$OUT/card1.log" python bench/bench_loraild_ddp.py $DDP --out /tmp/ddp-bench --prepare-only
+    step "$OUT/card1.log" python bench/bench_loraild.py --dtypes bf16 --lora-paths fused --modes cached \
+      --methods vanilla_kd loraild_fixed --batch 32 --compile reduce-overhead --steps 100 --json "$OUT/steps_b32_compiled.json"
+  ) &
+  wait
+  step "$OUT/multi.log" python bench/bench_sweep_gpus.py --json "$OUT/sweep.json"
+  ;;
+fourth2)  # fourth round, part 2: data-parallel (needs /tmp/ddp-bench from part 1 on the same machine)
+  DDP="--nproc 2 --global-batch 128 --steps-per-epoch 100 --epochs 3 --words 24"
+  step "$OUT/multi.log" python bench/bench_loraild_ddp.py $DDP --out /tmp/ddp-bench --json "$OUT/ddp_b128.json"
+  ;;
 *)
-  echo "usage: bash bench/run_gpu_benches.sh single|multi|sweep|final|third1|third2" >&2
+  echo "usage: bash bench/run_gpu_benches.sh single|multi|sweep|final|third1|third2|fourth1|fourth2" >&2
   exit 2
   ;;
 esac
