@@ -98,7 +98,11 @@ class _PinnedCopier:
             self._streams[dev] = torch.cuda.Stream(dev)
             self._streams[dev].wait_event(ready)  # the work that made the maps, nothing queued later
             self._bufs[dev] = [torch.empty(self.PIECE, dtype=src.dtype, pin_memory=True) for _ in range(2)]
-        flat_src, flat_dest = src.reshape(-1), dest.view(-1)
+        with torch.cuda.stream(self._streams[dev]):
+            # solvers return column-major maps: the row-major copy must be made on the side stream
+            # too (on the default stream it would queue behind pass 2 while the side stream read it)
+            flat_src = src.contiguous().view(-1)
+        flat_dest = dest.view(-1)
         for start in range(0, flat_src.numel(), self.PIECE):
             n = min(self.PIECE, flat_src.numel() - start)
             # a buffer is reused two pieces later: its previous piece was moved on by then

@@ -63,6 +63,9 @@ def test_host_maps_on_a_side_stream_wait_for_the_work_that_made_the_maps(monkeyp
         big = torch.tanh(big @ big)
     for t, v in zip(ts, vals):  # ... so that these writes are still queued when the maps are made
         t.copy_(v.to("cuda", non_blocking=True))
+    # column-major, as torch.linalg's solvers return them (a row-major copy is needed)
+    ts = [t.T.contiguous().T for t in ts]
+    assert not ts[0].is_contiguous()
     maps = HostMaps(ts)
     for _ in range(30):  # later work (as pass 2 would queue): the copy need not wait for it
         big = torch.tanh(big @ big)
