@@ -46,6 +46,7 @@ from paperlib.swap.linear_fit import (
     split_pairs,
     tf32_matmul,
     window_mean_masked,
+    window_scale,
 )
 
 BASELINES = ("block_influence", "angular_distance", "relative_update", "angular_distance_last")
@@ -131,6 +132,7 @@ class _Rows:
     def __init__(self, hidden: list[torch.Tensor], mask: torch.Tensor, window: int):
         self.hidden, self.mask, self.window = hidden, mask, window
         self._masks: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._scales: dict[torch.device, torch.Tensor] = {}
         self._rows: dict[tuple[int, torch.device], torch.Tensor] = {}
 
     def mask_w(self, dev: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -150,7 +152,9 @@ class _Rows:
     def xhat(self, j: int, dev: torch.device) -> torch.Tensor:
         m, _ = self.mask_w(dev)
         xm = self.row(j, dev).view(self.hidden[j].shape)
-        return window_mean_masked(xm, m, self.window).view(-1, xm.shape[-1])
+        if dev not in self._scales:  # the window-mean factor depends on the mask only: once per batch
+            self._scales[dev] = window_scale(m, self.window, xm.dtype)
+        return window_mean_masked(xm, m, self.window, self._scales[dev]).view(-1, xm.shape[-1])
 
     def forget_below(self, j: int) -> None:
         for key in [k for k in self._rows if k[0] < j]:
@@ -211,14 +215,15 @@ def fit_layers(
                 _, w = rows.mask_w(dev)
                 x_2 = rows.row(i + 2, dev)
                 c = _cos(x_i, x_2)
-                sums[i][0] += ((1.0 - c) * w).sum(dtype=torch.float64)
-                sums[i][1] += (torch.arccos(c) / math.pi * w).sum(dtype=torch.float64)
-                sums[i][2] += _rel_norm(x_2 - x_i, x_i).sum(dtype=torch.float64)
                 last_i = last_on.get(dev)
                 if last_i is None:
                     last_i = last_on[dev] = last.to(dev)
                 c_last = _cos(x_i[last_i], x_2[last_i])  # Gromov et al.: the last token only
-                sums[i][3] += (torch.arccos(c_last) / math.pi).sum(dtype=torch.float64)
+                # the four sums of BASELINES added at once (one add, not four indexed ones)
+                sums[i] += torch.stack([((1.0 - c) * w).sum(dtype=torch.float64),
+                                        (torch.arccos(c) / math.pi * w).sum(dtype=torch.float64),
+                                        _rel_norm(x_2 - x_i, x_i).sum(dtype=torch.float64),
+                                        (torch.arccos(c_last) / math.pi).sum(dtype=torch.float64)])
             rows.forget_below(i + 1)
         count += batch.n_tokens
         n_seqs += mask.shape[0]
@@ -308,14 +313,17 @@ def measure_swaps(
             y = rows.row(i + 1, dev) - x_i
             pred = _products(xhat, tuple(p.to(dev, non_blocking=True) for p in maps[i]), precision)  # Xhat [A_i | K_i]
             d = y.shape[-1]
-            acc[i][2] += (y - pred[:, :d]).square_().sum(dtype=torch.float64)
-            acc[i][3] += y.square().sum(dtype=torch.float64)
+            sse = (y - pred[:, :d]).square_().sum(dtype=torch.float64)
+            sst = y.square().sum(dtype=torch.float64)
             y_sum[i] += y.sum(0, dtype=torch.float64)
             if i < n - 1:
-                acc[i][1] += _rel_norm(pred[:, d:], xhat).sum(dtype=torch.float64)
+                lin = _rel_norm(pred[:, d:], xhat).sum(dtype=torch.float64)
                 swapped = tr.block(stack, i, tr.block(stack, i + 1, tr.hidden[i]))
                 diff = (rows.row(i + 2, dev) - _flat(swapped.to(dev))) * w[:, None]
-                acc[i][0] += _rel_norm(diff, x_i).sum(dtype=torch.float64)
+                real = _rel_norm(diff, x_i).sum(dtype=torch.float64)
+                acc[i] += torch.stack([real, lin, sse, sst])  # one add, not four indexed ones
+            else:
+                acc[i][2:] += torch.stack([sse, sst])
             rows.forget_below(i + 1)
         count += batch.n_tokens
     if count == 0:

@@ -147,18 +147,28 @@ def window_mean(x: torch.Tensor, mask: torch.Tensor, window: int = 4) -> torch.T
     return window_mean_masked(x * mask.to(x.dtype).unsqueeze(-1), mask, window)
 
 
-def window_mean_masked(xm: torch.Tensor, mask: torch.Tensor, window: int = 4) -> torch.Tensor:
+def window_scale(mask: torch.Tensor, window: int = 4, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """``mask_t / count_t`` (batch, seq, 1): the factor that turns a window sum into the window mean
+    of :func:`window_mean` (``count_t``: valid positions in the window; 0 at padded positions).
+    It depends on the mask only, so a pass computes it once per batch, not once per layer."""
+    m = mask.to(dtype).unsqueeze(-1)
+    wcount = m.clone()
+    for k in range(1, min(window, mask.shape[1])):
+        wcount[:, k:] += m[:, :-k]
+    return m / wcount.clamp_min(1.0)
+
+
+def window_mean_masked(xm: torch.Tensor, mask: torch.Tensor, window: int = 4,
+                       scale: torch.Tensor | None = None) -> torch.Tensor:
     """:func:`window_mean` of states already zeroed at padded positions (``xm = x * mask``), in
-    ``xm``'s dtype: one copy, ``window - 1`` shifted adds and one scaling by ``mask / count``."""
-    m = mask.to(xm.dtype).unsqueeze(-1)
+    ``xm``'s dtype: one copy, ``window - 1`` shifted adds and one scaling by ``mask / count``
+    (``scale``: :func:`window_scale` of ``mask``, when the caller already has it)."""
     # sum of shifted copies, not a difference of running sums: over long sequences with large
     # activations the cumulative sums lose the small variations in float32
     wsum = xm.clone()
-    wcount = m.clone()
     for k in range(1, min(window, xm.shape[1])):
         wsum[:, k:] += xm[:, :-k]
-        wcount[:, k:] += m[:, :-k]
-    return wsum.mul_(m / wcount.clamp_min(1.0))
+    return wsum.mul_(window_scale(mask, window, xm.dtype) if scale is None else scale)
 
 
 @dataclass
