@@ -7,7 +7,7 @@ table use them there.  The host needs them only for what leaves the process (the
 took 0.28 s of a 2.2 s GPT-2 Large run and 3.5 s of a 14 s Llama-3-8B run on an H100
 (``bench/README.md`` section 5).  :class:`HostMaps` copies them once, on first read, on a side
 stream of each device that waits only for the solves (an event recorded when pass 1 ended), so a
-reader in another thread (:func:`paperlib.swap.pipeline.save_fit_in_background`) copies and writes
+reader in another thread (:class:`paperlib.swap.pipeline.FitSaver`) copies and writes
 them while pass 2 computes.
 """
 
