@@ -204,6 +204,8 @@ def _run(config: SwapConfig, folder: Path | None, progress: bool, model, tokeniz
         raise
     if saver is not None:
         saver.wait()  # fit.npz is complete (or its error raised) before anything returns
+    if isinstance(fit.A, HostMaps):
+        fit.A.array()  # on the host now (a no-op after FitSaver), so that the device copies can go
     fit.A_device = None  # the device copies of the maps served pass 2 and the table; free that memory
     if folder is not None:
         write_text_atomic(folder / "pairs.csv", pairs.to_csv(index=False))
