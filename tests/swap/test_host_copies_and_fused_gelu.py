@@ -167,3 +167,12 @@ def test_fused_gelu_gives_the_table_of_the_model_own_code(tiny):
     for r0, r1 in zip(rows0, rows1):
         for k in ("r", "delta", "delta_lin", "trans_i", "dep_ij"):
             assert r1[k] == pytest.approx(r0[k], rel=1e-4), k
+
+
+def test_without_a_cache_the_maps_leave_the_device_when_the_run_ends(gpt2_dir, text_file):
+    cfg = pipeline.SwapConfig(model=str(gpt2_dir), text=str(text_file), metric_tokens=96, delta_tokens=48,
+                              seq_len=16, batch_size=4)
+    res = pipeline.run_swap_analysis(cfg, cache_dir=None, progress=False)
+    assert isinstance(res.fit.A, HostMaps)
+    assert res.fit.A._tensors is None and res.fit.A_device is None  # no device references kept
+    assert [r for r in res.layers["trans"]] == pytest.approx([np.linalg.norm(a) / np.sqrt(res.fit.d) for a in res.fit.A])
