@@ -229,10 +229,11 @@ class RunConfig:
     # default: eager), "auto" ("reduce-overhead", i.e. CUDA graphs, for a one-process run on a GPU
     # with fixed shapes, i.e. padding to max_length; eager otherwise; see compile_mode),
     # "default", "reduce-overhead" (3-4x faster steps at 32 x 128 on an H100, bench/README.md),
-    # "max-autotune", "max-autotune-no-cudagraphs".  Not yet the default on GPUs: compiled steps
-    # train like eager ones, but a whole CLI run under CUDA graphs failed on the GPU in its cluster
-    # analysis (bench/README.md section 7; fixed since, not yet rerun there).  An execution choice
-    # like ``device``: it is not part of the results' key.
+    # "max-autotune", "max-autotune-no-cudagraphs".  Not the default on GPUs: compiled steps train
+    # like eager ones, but a whole fp32 CLI run at 128 x 128 was slower compiled (86.5 s against
+    # 47.1 s on an H200, bench/README.md section 7), mostly compiling again for evaluation and
+    # cluster features; those now run the eager code (models.eager_calls; not yet timed on a GPU).
+    # An execution choice like ``device``: it is not part of the results' key.
     compile: str | None = None
     # take the authors' per-method settings (lr, weight decay, curriculum start / schedule / final,
     # teacher lr) of this GLUE task for another task: the GPU configuration of the embedded

@@ -32,7 +32,7 @@ from paperlib.loraild.curriculum import method_weights, selectable
 from paperlib.loraild.distill import DistillModel
 from paperlib.loraild.encoding import Collator, EncodedSplit, make_loader
 from paperlib.loraild.loop import adamw, fit, predict
-from paperlib.loraild.models import build_student, compile_model
+from paperlib.loraild.models import build_student, compile_model, eager_calls
 from paperlib.loraild.phases import PhaseTimer
 from paperlib.loraild.prepare import Prepared, loaders, prepare_data
 from paperlib.devices import check_device
@@ -152,7 +152,8 @@ def _run(cfg: RunConfig, acc: Accelerator) -> dict:
         return loss, parts_
 
     def logits_fn(batch):
-        return inner.student_forward(batch).logits
+        with eager_calls(compile_mode is not None):  # evaluation: no retracing of a compiled student
+            return inner.student_forward(batch).logits
 
     ckpt = checkpoint_dir(cfg)
     try:
@@ -167,7 +168,7 @@ def _run(cfg: RunConfig, acc: Accelerator) -> dict:
             timer=timer)
         clusters: list[dict] = []
         if cfg.method in cfg.cluster_methods and not spec.regression and acc.is_main_process:
-            with timer("clusters"):
+            with timer("clusters"), eager_calls(compile_mode is not None):
                 clusters = cluster_analysis(cfg, inner, prep, acc.device)
         result = {
             "task": cfg.task, "method": cfg.method, "method_label": method.label, "seed": cfg.seed,

@@ -1,0 +1,59 @@
+"""A compiled student is evaluated (and its cluster features read) with its eager code: evaluation
+mode, no gradients and a shorter last batch would each trace the model again."""
+
+from __future__ import annotations
+
+import torch
+from torch._dynamo.testing import CompileCounter
+
+import paperlib.loraild.loop as loop
+import paperlib.loraild.train as train
+from paperlib.loraild.models import eager_calls
+
+
+class _Net(torch.nn.Module):  # defined here: dynamo traces user code, not torch's own modules
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(8, 8)
+
+    def forward(self, x):
+        return torch.relu(self.lin(x))
+
+
+def test_eager_calls_runs_compiled_modules_eagerly_and_restores_compiling():
+    cnt = CompileCounter()
+    net = _Net()
+    net.compile(backend=cnt, dynamic=False)
+    net(torch.randn(4, 8))
+    assert cnt.frame_count == 1
+    with eager_calls(True):
+        net(torch.randn(3, 8))  # another shape: would be traced again when compiled
+    assert cnt.frame_count == 1
+    with eager_calls(False):
+        net(torch.randn(3, 8))
+    assert cnt.frame_count == 2  # compiling again outside (and after) the block
+
+
+def test_a_compiled_run_traces_only_its_training_steps(tiny, monkeypatch):
+    cnt = CompileCounter()
+    monkeypatch.setattr(train, "compile_model", lambda model, mode: model.compile(backend=cnt, dynamic=False) or model)
+    during: list[tuple[str, int, int]] = []
+
+    def counted(name, fn):
+        def wrapper(*a, **k):
+            before = cnt.frame_count
+            out = fn(*a, **k)
+            during.append((name, before, cnt.frame_count))
+            return out
+        return wrapper
+
+    monkeypatch.setattr(loop, "predict", counted("evaluation", loop.predict))
+    monkeypatch.setattr(train, "cluster_analysis", counted("clusters", train.cluster_analysis))
+    cfg = tiny.config(method="loraild_fixed", compile="default", epochs=2, seed=3,
+                      results_dir=str(tiny.root / "results_compiled_eval"))
+    result = train.run(cfg)
+    assert result["compile"] == "default"
+    assert cnt.frame_count >= 1  # the training steps were compiled ...
+    names = {n for n, _, _ in during}
+    assert {"evaluation", "clusters"} <= names
+    assert all(before == after for _, before, after in during), during  # ... evaluation never was
