@@ -356,17 +356,13 @@ def pair_rows(fit: FitResult, swaps: SwapResult | None = None, device: str | tor
         memory_budget = torch.cuda.mem_get_info(dev)[0] // 2 if dev.type == "cuda" else 2 * 2**30
     # per layer: its map, two products, their copies in one stack and three Gram matrices
     chunk = max(1, int(memory_budget // (9 * d * d * 8)))
-    # Trans (eq. 13) from the host maps on the host (as layer_rows does); on a GPU from the maps
-    # already there, with the norms below (at d = 4096 the host reads 4 GiB otherwise)
-    t: list[float] = [trans(a) for a in fit.A] if dev.type == "cpu" else [math.nan] * n
+    t = fit.trans_values()  # as layer_rows: from the maps on the GPU when kept there (no 4 GiB host read at d = 4096)
     dep_f: list[float] = []
     dep_b: list[float] = []
     for s in range(0, n, chunk):
         e = min(n, s + chunk)
         A = torch.stack([fit.map_on(j, dev) for j in range(s, min(n, e + 1))])  # device copies kept by fit_layers
         m = len(A)  # layers s .. e (e included when it exists: the next chunk's first)
-        if dev.type != "cpu":
-            t[s : s + m] = (torch.linalg.matrix_norm(A, "fro") / math.sqrt(d)).tolist()
         if m > 1:
             # ||A_i||, ||A_i A_{i+1}||, ||A_{i+1} A_i|| of the pairs (i, i+1), i = s .. e-1, in one batched call
             nrm = spectral_norms(torch.cat([A, A[:-1] @ A[1:], A[1:] @ A[:-1]]))

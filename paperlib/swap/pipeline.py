@@ -66,8 +66,8 @@ class FitSaver:
 
     The maps are copied from the GPUs on side streams (:class:`~paperlib.swap.host_maps.HostMaps`)
     and written atomically, overlapping pass 2's kernels; :meth:`wait` joins the thread and
-    re-raises what it raised.  An interrupted pass 2 still leaves the finished file (the thread is
-    joined in a ``finally``), so the next run resumes from pass 2.
+    re-raises what it raised.  An error in pass 2 still leaves the finished file (the caller joins
+    the thread before re-raising it), so the next run resumes from pass 2.
     """
 
     def __init__(self, path: Path, fit: FitResult):
