@@ -30,6 +30,7 @@ import argparse
 import contextlib
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -195,7 +196,8 @@ def main() -> None:
     ap.add_argument("--tiny", action="store_true", help="2-layer models on the CPU (smoke test)")
     ap.add_argument("--json", default=None)
     ap.add_argument("--profile", default=None, help="write a profiler table of one method (bf16)")
-    ap.add_argument("--profile-method", default="loraild_fixed")
+    ap.add_argument("--profile-method", nargs="+", default=["loraild_fixed"],
+                    help="methods profiled (several: one table each, the method's name added to the --profile file name)")
     ap.add_argument("--profile-mode", default="cached", choices=["live", "cached"])
     ap.add_argument("--section", default="steps", choices=["steps", "compile", "run", "kmeans"],
                     help="steps: the step table; compile: eager vs compiled losses; run: per-phase times of one "
@@ -323,8 +325,11 @@ def main() -> None:
         with open(args.json, "w") as fh:
             json.dump({"info": info, "cache_build_s": builds, "rows": rows, "ratios": ratios}, fh, indent=1)
     if args.profile:
-        profile_one(args.profile_method, args.profile_mode, teacher, t_recorder, t_cfg, s_cfg, split, caches[True] if True in caches else caches[False],
-                    args, device, args.profile)
+        for name in args.profile_method:
+            out = args.profile if len(args.profile_method) == 1 else \
+                str(Path(args.profile).with_name(f"{Path(args.profile).stem}_{name}{Path(args.profile).suffix}"))
+            profile_one(name, args.profile_mode, teacher, t_recorder, t_cfg, s_cfg, split,
+                        caches[True] if True in caches else caches[False], args, device, out)
 
 
 if __name__ == "__main__":

@@ -172,6 +172,11 @@ def _one_run(args, work: Path, common: list[str], env: dict, root: str, n_train:
     for k, v in sorted(phases.items(), key=lambda kv: -kv[1]):
         print(f"  {k:16s} {v:8.2f} s  {100 * v / total:5.1f}%")
     print(f"  steps: {1e3 * phases.get('steps', 0) / steps:.1f} ms/step", flush=True)
+    per_epoch = [h.get("steps_s") for h in result["history"]]
+    later = per_epoch[1:] if len(per_epoch) > 1 and None not in per_epoch else []
+    steady = 1e3 * sum(later) / (args.run_steps * len(later)) if later else None
+    if later:  # compiling (or first-use warm-up) falls in the first epoch
+        print(f"  steps per epoch {per_epoch} s; after the first epoch {steady:.1f} ms/step", flush=True)
     # the paper's SST-2: 67,349 training examples (60,614 after the 9:1 cut), 20 epochs, batch 128
     paper_train, paper_epochs, paper_test = 60_614, 20, 872
     per_step = phases.get("steps", 0) / steps
@@ -184,7 +189,8 @@ def _one_run(args, work: Path, common: list[str], env: dict, root: str, n_train:
     print(f"  extrapolated to the paper's SST-2 (60,614 x 20 epochs; per-unit costs of this run): steps "
           f"{extra['steps']:.0f} s of {sum(extra.values()):.0f} s = {100 * share:.1f}% (an estimate, not a measurement)")
     return {"wall_s": wall, "elapsed_s": total, "phases_s": phases, "steps": steps, "compiled": result.get("compile"),
-            "train_loss": [h["train"]["loss"] for h in result["history"]],
+            "train_loss": [h["train"]["loss"] for h in result["history"]], "steps_s_per_epoch": per_epoch,
+            "ms_per_step_after_first_epoch": steady,
             "steps_share": phases.get("steps", 0) / total, "extrapolated_sst2": extra, "extrapolated_steps_share": share}
 
 

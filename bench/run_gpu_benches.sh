@@ -123,8 +123,32 @@ fourth2)  # fourth round, part 2: data-parallel (needs /tmp/ddp-bench from part 
   DDP="--nproc 2 --global-batch 128 --steps-per-epoch 100 --epochs 3 --words 24"
   step "$OUT/multi.log" python bench/bench_loraild_ddp.py $DDP --out /tmp/ddp-bench --json "$OUT/ddp_b128.json"
   ;;
+fifth1)  # fifth round, part 1: one CLI run eager and compiled (card 0); DDP preparation and step profiles (card 1)
+  DDP="--nproc 2 --global-batch 128 --steps-per-epoch 100 --epochs 3 --words 24"
+  (
+    export CUDA_VISIBLE_DEVICES=0
+    step "$OUT/card0.log" python bench/bench_loraild.py --section run --run-epochs 3 --run-steps 100 \
+      --run-batch 128 --run-test 3200 --run-words 24 --run-compile off auto --json "$OUT/loraild_run.json"
+  ) &
+  (
+    export CUDA_VISIBLE_DEVICES=1
+    step "$OUT/card1.log" python bench/bench_loraild_ddp.py $DDP --out /tmp/ddp-bench --prepare-only
+    step "$OUT/card1.log" python bench/bench_loraild.py --dtypes bf16 --lora-paths fused --modes cached \
+      --methods vanilla_kd loraild_fixed --batch 128 --steps 20 --json "$OUT/steps_b128.json" \
+      --profile "$OUT/profile_b128.txt" --profile-method vanilla_kd loraild_fixed
+  ) &
+  wait
+  ;;
+fifth2)  # fifth round, part 2: the sweep (round 4's settings), then data-parallel (needs /tmp/ddp-bench from part 1)
+  DDP="--nproc 2 --global-batch 128 --steps-per-epoch 100 --epochs 3 --words 24"
+  step "$OUT/multi.log" python bench/bench_sweep_gpus.py --json "$OUT/sweep.json"
+  step "$OUT/multi.log" python bench/bench_loraild_ddp.py $DDP --out /tmp/ddp-bench --json "$OUT/ddp_b128.json"
+  ;;
+fifth3)  # fifth round, part 3: the sweep with runs of about a minute
+  step "$OUT/multi.log" python bench/bench_sweep_gpus.py --epochs 3 --steps-per-epoch 100 --json "$OUT/sweep_long.json"
+  ;;
 *)
-  echo "usage: bash bench/run_gpu_benches.sh single|multi|sweep|final|third1|third2|fourth1|fourth2" >&2
+  echo "usage: bash bench/run_gpu_benches.sh single|multi|sweep|final|third1|third2|fourth1|fourth2|fifth1|fifth2|fifth3" >&2
   exit 2
   ;;
 esac

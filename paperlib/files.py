@@ -14,6 +14,7 @@ import json
 import os
 import secrets
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -48,6 +49,36 @@ def write_text_atomic(path: str | Path, text: str) -> None:
 def write_json_atomic(path: str | Path, obj: Any) -> None:
     """Write ``obj`` as JSON to ``path`` atomically."""
     write_text_atomic(path, json.dumps(obj, indent=1, default=float))
+
+
+class BackgroundWrite:
+    """Runs ``write()`` (a file write) in a background thread while the caller goes on computing.
+
+    :meth:`wait` joins the thread and re-raises what ``write`` raised.  A caller that fails itself
+    joins with ``wait(raise_error=False)`` before re-raising its own error, so the file is finished
+    (or cleanly absent: writes go through :func:`atomic_path`) when the process goes on or exits.
+    The thread is not a daemon: an interpreter exiting normally finishes the write first.
+    """
+
+    def __init__(self, write: Callable[[], None], name: str = "paperlib-write"):
+        self.error: BaseException | None = None
+
+        def work() -> None:
+            try:
+                write()
+            except BaseException as e:  # noqa: BLE001 - handed to the caller by wait()
+                self.error = e
+
+        self._thread = threading.Thread(target=work, name=name, daemon=False)
+        self._thread.start()
+
+    def done(self) -> bool:
+        return not self._thread.is_alive()
+
+    def wait(self, raise_error: bool = True) -> None:
+        self._thread.join()
+        if self.error is not None and raise_error:
+            raise self.error
 
 
 def discard_damaged(path: Path, err: BaseException) -> None:
@@ -91,5 +122,5 @@ def check_writable(folder: str | Path, what: str, fix: str) -> None:
         ) from None
 
 
-__all__ = ["atomic_path", "write_text_atomic", "write_json_atomic", "read_or_none", "read_json",
+__all__ = ["atomic_path", "BackgroundWrite", "write_text_atomic", "write_json_atomic", "read_or_none", "read_json",
            "discard_damaged", "check_writable", "ResultsNotWritableError"]

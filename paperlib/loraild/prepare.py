@@ -45,7 +45,11 @@ def prepare_data(cfg: RunConfig) -> Prepared:
 
 
 def loaders(acc: Accelerator, prep: Prepared, cfg: RunConfig, seed: int):
-    """Train (sharded over processes, ``batch_size`` global), valid and test loaders and the sampler."""
+    """Train (sharded over processes, ``batch_size`` global), valid and test loaders and the sampler.
+
+    Train batches are padded to ``max_length`` where the run asks for it (:attr:`RunConfig.padding_to_max`,
+    the authors' setting), valid and test batches to their longest sequence (same logits up to rounding).
+    """
     pad_id = prep.tokenizer.pad_token_id
     collate = Collator(pad_id, cfg.max_length, cfg.padding_to_max)
     lengths = prep.encoded["train"].lengths() if cfg.group_by_length else None
@@ -55,8 +59,12 @@ def loaders(acc: Accelerator, prep: Prepared, cfg: RunConfig, seed: int):
     per_process = cfg.batch_size // acc.num_processes
     sampler = EpochPermutation(len(prep.encoded["train"]), seed, lengths, per_process)
     train = make_loader(prep.encoded["train"], per_process, collate, sampler)
-    valid = make_loader(prep.encoded["valid"], cfg.eval_batch_size, collate,
+    # scoring pads each (length-sorted) batch to its longest sequence even where training pads to
+    # max_length: the logits are the same up to rounding (padded keys are masked out of attention),
+    # and sentences far shorter than max_length cost a fraction of the time
+    score = Collator(pad_id, cfg.max_length, pad_to_max=False)
+    valid = make_loader(prep.encoded["valid"], cfg.eval_batch_size, score,
                         LengthOrder(prep.encoded["valid"].lengths()))
-    test = make_loader(prep.encoded["test"], cfg.eval_batch_size, collate,
+    test = make_loader(prep.encoded["test"], cfg.eval_batch_size, score,
                        LengthOrder(prep.encoded["test"].lengths()))
     return sampler, train, valid, test, collate

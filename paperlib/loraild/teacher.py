@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import broadcast_object_list, set_seed
 from transformers import AutoConfig
 
 from paperlib.loraild import teacher_cache as tc
@@ -176,7 +176,13 @@ def teacher_outputs(cfg: RunConfig, acc: Accelerator, parts: tuple[str, ...], n_
         # recorder a later run attaches would not be traced by an already compiled module
         return None, live, LoraFeatureRecorder(live) if "lora" in parts else None
     folder = cache_folder(cfg)
-    if acc.num_processes > 1:  # one process computes or reads the cache; the others receive it from it
+    if acc.num_processes > 1:
+        # a finished cache (e.g. prepared by a sweep) is read by every process at once; one still
+        # to compute is computed by the main process and sent to the others over the process group
+        ready = [acc.is_main_process and all(tc.part_path(folder, p).exists() for p in parts)]
+        broadcast_object_list(ready)
+        if ready[0]:
+            return _load_or_compute(cfg, acc, prep, folder, parts).to(acc.device), None, None
         cache = None
         if acc.is_main_process:
             cache = _load_or_compute(cfg, acc, prep, folder, parts).to(acc.device)

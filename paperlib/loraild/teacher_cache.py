@@ -215,19 +215,17 @@ def load_or_compute(folder: Path, teacher: nn.Module | Callable[[], nn.Module] |
                     progress: bool = False) -> TeacherCache:
     """The cache for ``parts``: from memory, else from ``folder``, else computed (and saved if ``write``).
 
-    ``teacher`` may be a function that loads it, called only when a part must be computed.
+    ``teacher`` may be a function that loads it, called only when a part must be computed.  When
+    every part is there it is read without the folder's lock (parts are written atomically, so one
+    that exists is whole): the runs of a sweep read one cache at the same time; only computing
+    takes the lock.
     """
     folder = Path(folder)
+    have = _read_parts(folder, parts)
+    if len(have) == len(parts):
+        return TeacherCache(have)
     with hold_lock(folder) if write else contextlib.nullcontext():
-        have: dict[str, torch.Tensor | dict] = {}
-        for part in parts:
-            key = f"{folder}/{part}"
-            if key in _MEMORY:
-                have[part] = _MEMORY[key]
-            else:
-                value = read_or_none(part_path(folder, part), lambda p, part=part: read_part(p, part))
-                if value is not None:
-                    have[part] = _MEMORY[key] = value
+        have = _read_parts(folder, parts)  # again: another process may have computed them meanwhile
         missing = tuple(p for p in parts if p not in have)
         if missing:
             model = teacher() if callable(teacher) and not isinstance(teacher, nn.Module) else teacher
@@ -237,6 +235,20 @@ def load_or_compute(folder: Path, teacher: nn.Module | Callable[[], nn.Module] |
                 if write:
                     save_part(part_path(folder, part), part, new[part])
     return TeacherCache(have)
+
+
+def _read_parts(folder: Path, parts: tuple[str, ...]) -> dict[str, torch.Tensor | dict]:
+    """The parts found in this process's memory or in ``folder`` (a damaged file is moved aside)."""
+    have: dict[str, torch.Tensor | dict] = {}
+    for part in parts:
+        key = f"{folder}/{part}"
+        if key in _MEMORY:
+            have[part] = _MEMORY[key]
+        else:
+            value = read_or_none(part_path(folder, part), lambda p, part=part: read_part(p, part))
+            if value is not None:
+                have[part] = _MEMORY[key] = value
+    return have
 
 
 def broadcast(cache: TeacherCache | None, device: torch.device | str, src: int = 0) -> TeacherCache:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,7 +25,7 @@ import torch
 from paperlib.data.models import context_length, describe_model, load_model, model_source, resolve_dtype
 from paperlib.data.text import load_text, text_files
 from paperlib.devices import check_device
-from paperlib.files import atomic_path, check_writable, read_json, read_or_none, write_json_atomic, write_text_atomic
+from paperlib.files import BackgroundWrite, atomic_path, check_writable, read_json, read_or_none, write_json_atomic, write_text_atomic
 from paperlib.fingerprint import path_fingerprint, source_fingerprint
 from paperlib.locks import hold_lock
 from paperlib.data.tokens import batches, sequences
@@ -61,7 +60,7 @@ def _save_fit(path: Path, fit: FitResult) -> None:
                      **{f"baseline_{k}": np.array(v) for k, v in fit.baselines.items()})
 
 
-class FitSaver:
+class FitSaver(BackgroundWrite):
     """Writes ``fit.npz`` in a background thread while pass 2 runs.
 
     The maps are copied from the GPUs on side streams (:class:`~paperlib.swap.host_maps.HostMaps`)
@@ -71,21 +70,7 @@ class FitSaver:
     """
 
     def __init__(self, path: Path, fit: FitResult):
-        self.error: BaseException | None = None
-
-        def work() -> None:
-            try:
-                _save_fit(path, fit)
-            except BaseException as e:  # noqa: BLE001 - handed to the caller by wait()
-                self.error = e
-
-        self._thread = threading.Thread(target=work, name="paperlib-save-fit", daemon=False)
-        self._thread.start()
-
-    def wait(self, raise_error: bool = True) -> None:
-        self._thread.join()
-        if self.error is not None and raise_error:
-            raise self.error
+        super().__init__(lambda: _save_fit(path, fit), name="paperlib-save-fit")
 
 
 def _load_fit(path: Path) -> FitResult:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -69,3 +70,12 @@ def test_two_processes_match_one_at_the_same_global_batch(tmp_path: Path):
     # written once, by the main process: one result, no leftover per-rank checkpoints
     leftovers = [p for p in (tmp_path / "two").rglob("*") if "rank" in p.name.lower()]
     assert not leftovers
+    # a teacher cache already on disk (as a sweep prepares it) is read by both processes, not sent
+    # from one to the other: the same run again, from a copy of the finished teacher and its cache
+    shutil.copytree(tmp_path / "two", tmp_path / "ready")
+    for f in (tmp_path / "ready").rglob("seed0-*.json"):
+        f.unlink()
+    assert list((tmp_path / "ready").rglob("cache-*/lora.safetensors"))
+    ready = _run(tmp_path, models, glue, "ready", nproc=2, batch=8)
+    assert [h["train"] for h in ready["history"]] == [h["train"] for h in two["history"]]
+    assert ready["best_test"] == two["best_test"]

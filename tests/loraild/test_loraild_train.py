@@ -132,6 +132,75 @@ def test_interrupted_run_resumes_to_the_same_result(tiny, monkeypatch):
     assert resumed["best_epoch"] == straight["best_epoch"]
 
 
+def test_background_checkpoint_holds_the_epoch_it_names(tiny, monkeypatch):
+    """A checkpoint is written while the next epoch trains: what it holds must be the state at the
+    end of its own epoch (weights and AdamW moments are changed in place by the next steps), equal
+    to what an in-line write of the same seeded run holds."""
+    import time
+
+    from paperlib.loraild import loop
+
+    real_save = loop.save_torch
+    written: dict[str, list] = {"background": [], "in line": []}
+
+    def plain(obj):
+        if isinstance(obj, torch.Tensor):
+            return obj.detach().cpu().clone()
+        if isinstance(obj, dict):
+            return {k: plain(v) for k, v in obj.items()}
+        if isinstance(obj, (list, tuple)):
+            return [plain(v) for v in obj]
+        return obj
+
+    def slow_save(obj, path):  # the next epoch's steps run before this thread reads the tensors
+        time.sleep(0.5)
+        written["background"].append(plain(obj))
+        real_save(obj, path)
+
+    def inline_write(path, checkpoint):
+        written["in line"].append(plain(checkpoint))
+        real_save(checkpoint, path)
+
+    base = dict(method="loraild_fixed", epochs=3, checkpoint=True)
+    monkeypatch.setattr(loop, "save_torch", slow_save)
+    run(tiny.config(results_dir=str(tiny.root / "background"), **base))
+    monkeypatch.setattr(loop, "_write_checkpoint", inline_write)
+    run(tiny.config(results_dir=str(tiny.root / "inline"), **base))
+    bg, il = written["background"], written["in line"]
+    assert [c["epoch"] for c in bg] == [c["epoch"] for c in il] == [0, 1]
+    for a, b in zip(bg, il):
+        for key in a["state"]:
+            assert torch.equal(a["state"][key], b["state"][key]), key
+        moments = [(k, name) for k, st in a["optimizer"]["state"].items() for name in st]
+        assert moments
+        for k, name in moments:
+            assert torch.equal(a["optimizer"]["state"][k][name], b["optimizer"]["state"][k][name]), (k, name)
+
+
+def test_scoring_pads_to_the_longest_sentence_with_the_logits_of_padding_to_max(tiny):
+    """Where training pads to max_length (the authors' setting), valid and test batches are padded
+    only to their longest sentence; the logits equal those of the same batch padded to max_length."""
+    from paperlib.loraild.encoding import Collator
+    from paperlib.loraild.prepare import loaders, prepare_data
+    from paperlib.loraild.runtime import get_accelerator
+    from paperlib.loraild.train import build_run_model
+
+    cfg = tiny.config(method="wo_kd", pad_to_max_length=True).resolved()
+    prep = prepare_data(cfg)
+    _, train, valid, test, _ = loaders(get_accelerator("cpu"), prep, cfg, 0)
+    assert next(iter(train))["input_ids"].shape[1] == cfg.max_length
+    model, _ = build_run_model(cfg, 0, 0)
+    model.eval()
+    for loader, split in ((valid, "valid"), (test, "test")):
+        batch = next(iter(loader))
+        assert batch["input_ids"].shape[1] < cfg.max_length
+        items = [prep.encoded[split][int(i)] for i in batch["idx"]]
+        padded = Collator(prep.tokenizer.pad_token_id, cfg.max_length, pad_to_max=True)(items)
+        with torch.no_grad():
+            short, full = model.student_forward(batch).logits, model.student_forward(padded).logits
+        torch.testing.assert_close(short, full, rtol=1e-5, atol=1e-5)
+
+
 def test_seed_controls_every_initialisation(tiny):
     a = run(tiny.config(method="wo_kd", results_dir=str(tiny.root / "s1")))
     b = run(tiny.config(method="wo_kd", results_dir=str(tiny.root / "s2")))
