@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import socket
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -165,9 +169,27 @@ def test_interrupted_sweep_resumes_without_repeating_runs(tiny, monkeypatch):
     assert run_sweep(base, ["sst2"], methods, seeds, progress=False).ran == [] and calls == []
 
 
-def test_parallel_workers_give_the_same_results(tiny):
+def run_when_both_lanes_started(cfg):
+    """``run``, once a run has started in two processes (``PAPERLIB_TEST_MARKS`` holds one file per
+    process): each of two lanes then trains one of two runs, however long the spawned one takes to start."""
+    marks = Path(os.environ["PAPERLIB_TEST_MARKS"])
+    (marks / str(os.getpid())).touch()
+    end = time.monotonic() + 300
+    while len(list(marks.iterdir())) < 2 and time.monotonic() < end:
+        time.sleep(0.1)
+    return run(cfg)
+
+
+def test_parallel_workers_give_the_same_results(tiny, monkeypatch, capsys, tmp_path):
+    """Two lanes (this process and a spawned one) train what one process trains; the sweep prints
+    its lane line, and every result records when and in which process it ran."""
     methods, seeds = ["wo_kd", "loraild_random_epoch"], [0]
     one = run_sweep(tiny.config(results_dir=str(tiny.root / "w1")), ["sst2"], methods, seeds, progress=False)
+    assert one.lanes is None  # one lane: no timeline line
+    monkeypatch.setenv("PAPERLIB_TEST_MARKS", str(tmp_path))
+    monkeypatch.setattr(sweep_mod, "run", run_when_both_lanes_started)
+    capsys.readouterr()
+    began = time.time()
     two = run_sweep(tiny.config(results_dir=str(tiny.root / "w2")), ["sst2"], methods, seeds, progress=False,
                     workers=2)
     assert two.ran == one.ran == [("sst2", m, 0) for m in methods]
@@ -175,6 +197,16 @@ def test_parallel_workers_give_the_same_results(tiny):
         assert (a["method"], a["seed"]) == (b["method"], b["seed"])
         assert b["history"][0]["train"]["loss"] == pytest.approx(a["history"][0]["train"]["loss"], rel=1e-4)
         assert b["best_valid"] == pytest.approx(a["best_valid"])
+    pids = {r["worker"]["pid"] for r in two.results}
+    assert len(pids) == 2 and os.getpid() in pids  # this process is lane 0
+    for r in two.results:
+        saved = json.loads(result_path(tiny.config(results_dir=str(tiny.root / "w2"), method=r["method"])).read_text())
+        assert saved["worker"] == r["worker"] and saved["worker"]["host"] == socket.gethostname()
+        assert saved["worker"]["gpu"] == os.environ.get("CUDA_VISIBLE_DEVICES")  # no GPU plan: nothing set
+        assert began <= saved["started_unix"] <= time.time()
+    assert two.lanes is not None and two.lanes.startswith("2 lanes: runs busy ")
+    assert "after the sweep began" in two.lanes and "(per lane)" in two.lanes
+    assert two.lanes in capsys.readouterr().out.splitlines()
 
 
 def test_cli(tiny, capsys, tmp_path):
