@@ -12,7 +12,7 @@ import pytest
 
 from paperlib.loraild import dispatch
 from paperlib.loraild.dispatch import LocalPool, WorkerPlan, parse_shard, plan_workers, shard_configs
-from paperlib.loraild.sweep import default_workers, run_sweep, sweep_configs
+from paperlib.loraild.sweep import default_workers, lane_line, run_sweep, sweep_configs
 
 
 def test_one_worker_per_gpu_each_pinned_to_its_own(monkeypatch):
@@ -84,6 +84,22 @@ def test_an_error_in_either_lane_stops_the_sweep_and_leaves_no_worker(tmp_path, 
     while any(t.name.startswith("lane-") for t in threading.enumerate()) and time.monotonic() < end:
         time.sleep(0.05)
     assert not any(t.name.startswith("lane-") for t in threading.enumerate())
+
+
+def test_lane_line_sums_the_runs_of_this_call_by_process():
+    """Busy = sum of elapsed_s over lanes x wall; per lane (by first start): first start and idle at the end."""
+    def res(pid, start, elapsed, host="h"):
+        return {"started_unix": 1000.0 + start, "elapsed_s": elapsed, "worker": {"pid": pid, "host": host, "gpu": None}}
+
+    runs = [res(7, 8.0, 20.0), res(5, 0.5, 30.0), res(5, 30.5, 26.0), res(7, 28.0, 31.0),
+            res(9, -50.0, 10.0)]  # pid 9: started before this call (a result read back): not counted
+    line = lane_line(runs, 1000.0, 1060.0)
+    # busy 20 + 30 + 26 + 31 = 107 of 2 x 60 (89%); lane 5 first (0.5 s), ends 56.5 (idle 3.5); lane 7 ends 59
+    assert line == ("2 lanes: runs busy 107.0 s of 2 x 60.0 s (89%); first run started 0.5 / 8.0 s after the "
+                    "sweep began, idle 3.5 / 1.0 s at the end (per lane)")
+    assert lane_line(runs[1:3], 1000.0, 1060.0) is None  # one lane
+    assert lane_line([res(5, 1.0, 2.0), res(5, 1.0, 2.0, host="other")][:1], 1000.0, 1060.0) is None  # one run
+    assert lane_line([res(5, 1.0, 2.0), res(5, 1.0, 2.0, host="other")], 1000.0, 1060.0).startswith("2 lanes:")
 
 
 def test_shards_partition_the_grid(tiny):
