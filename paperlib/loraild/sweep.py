@@ -9,9 +9,9 @@ processes on the others, each lane taking the next run when it is free (a worker
 seconds of imports and a CUDA context that this process has already paid; :mod:`dispatch`).  On a
 CPU, ``workers=2`` runs two students at a time in two processes of one thread each: on two cores
 that is about 1.3x the throughput of one process with two threads, and it does not collapse when
-another program keeps a core busy.  A sweep that trained runs in several lanes prints one line of
-its timeline (:func:`lane_line`): how busy the lanes were, when each started, how long each idled
-at the end.  ``backend="ray"`` hands the runs to a Ray cluster, ``shard`` splits the grid
+another program keeps a core busy.  A sweep that trained runs in several lanes returns one line of
+its timeline (:func:`lane_line`, printed by ``python -m paperlib sweep``): how busy the lanes were,
+when each started, how long each idled at the end.  ``backend="ray"`` hands the runs to a Ray cluster, ``shard`` splits the grid
 for a job array (:mod:`dispatch`).  Results do not depend on where runs execute (every run is
 seeded on its own).
 """
@@ -41,7 +41,7 @@ class SweepResult:
     teachers: dict[str, dict]
     ran: list[tuple[str, str, int]]  # (task, method, seed) trained by this call
     skipped: list[tuple[str, str, int]]  # already finished before this call
-    lanes: str | None = None  # the timeline line of this call's runs (:func:`lane_line`), when it had several lanes
+    lanes: str | None = None  # timeline of this call's runs (:func:`lane_line`) when they ran in several lanes
 
 
 def sweep_configs(base: RunConfig, tasks: Iterable[str], methods: Iterable[str] = METHOD_NAMES,
@@ -162,8 +162,6 @@ def run_sweep(base: RunConfig, tasks: Iterable[str], methods: Iterable[str] = ME
                 results[i] = res
     ran = [(configs[i].task, configs[i].method, configs[i].seed) for i in todo]
     lanes = lane_line([results[i] for i in todo], began, time.time())
-    if lanes and PartialState().is_main_process:
-        print(lanes, flush=True)
     return SweepResult([r for r in results if r is not None], teachers, ran, skipped, lanes)
 
 

@@ -180,15 +180,14 @@ def run_when_both_lanes_started(cfg):
     return run(cfg)
 
 
-def test_parallel_workers_give_the_same_results(tiny, monkeypatch, capsys, tmp_path):
-    """Two lanes (this process and a spawned one) train what one process trains; the sweep prints
+def test_parallel_workers_give_the_same_results(tiny, monkeypatch, tmp_path):
+    """Two lanes (this process and a spawned one) train what one process trains; the sweep returns
     its lane line, and every result records when and in which process it ran."""
     methods, seeds = ["wo_kd", "loraild_random_epoch"], [0]
     one = run_sweep(tiny.config(results_dir=str(tiny.root / "w1")), ["sst2"], methods, seeds, progress=False)
     assert one.lanes is None  # one lane: no timeline line
     monkeypatch.setenv("PAPERLIB_TEST_MARKS", str(tmp_path))
     monkeypatch.setattr(sweep_mod, "run", run_when_both_lanes_started)
-    capsys.readouterr()
     began = time.time()
     two = run_sweep(tiny.config(results_dir=str(tiny.root / "w2")), ["sst2"], methods, seeds, progress=False,
                     workers=2)
@@ -206,10 +205,9 @@ def test_parallel_workers_give_the_same_results(tiny, monkeypatch, capsys, tmp_p
         assert began <= saved["started_unix"] <= time.time()
     assert two.lanes is not None and two.lanes.startswith("2 lanes: runs busy ")
     assert "after the sweep began" in two.lanes and "(per lane)" in two.lanes
-    assert two.lanes in capsys.readouterr().out.splitlines()
 
 
-def test_cli(tiny, capsys, tmp_path):
+def test_cli(tiny, capsys, tmp_path, monkeypatch):
     from paperlib.__main__ import main
 
     common = ["--glue-dir", str(tiny.glue), "--teacher", tiny.teacher, "--student", tiny.student,
@@ -222,6 +220,12 @@ def test_cli(tiny, capsys, tmp_path):
     assert main(["sweep", "--tasks", "sst2", "--methods", "wo_kd", "loraild_average", "--seeds", "0", *common]) == 0
     text = capsys.readouterr().out
     assert "1 run(s), 1 already finished" in text and "| LoRAILD | Average |" in text
+    assert " lanes: " not in text  # one lane: no timeline line
+    stub = sweep_mod.SweepResult([], {}, [("sst2", "wo_kd", 0)] * 2, [], lanes="2 lanes: runs busy (stub)")
+    monkeypatch.setattr(sweep_mod, "run_sweep", lambda *a, **k: stub)
+    assert main(["sweep", "--tasks", "sst2", "--seeds", "0", *common]) == 0
+    assert capsys.readouterr().out.splitlines()[:2] == ["ran 2 run(s), 0 already finished", "2 lanes: runs busy (stub)"]
+    monkeypatch.undo()
     assert main(["loraild", "--task", "rte", "--glue-dir", str(tmp_path / "nothing"), "--no-progress"]) == 2
     assert "GLUE_DIR" in capsys.readouterr().err
     with pytest.raises(SystemExit):
