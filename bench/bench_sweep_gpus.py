@@ -10,8 +10,10 @@ the CLI, in fresh results folders that share the teacher:
 - on every GPU of the machine (one worker process per GPU).
 
 Prints both wall-clock times, runs per hour and their ratio, how many result files each sweep wrote
-(every run exactly once), how many runs each sweep reported as trained, and the largest relative
-difference of the runs' epoch losses between the two (same seeds: placement must not change them).
+(every run exactly once), how many runs each sweep reported as trained, the sweep's lane line (how
+busy its lanes were, when each started its first run, how long each idled at the end; the JSON
+keeps it, and each run's ``started_unix`` and ``worker``), and the largest relative difference of
+the runs' epoch losses between the two (same seeds: placement must not change them).
 
 Usage: ``PYTHONPATH=. python bench/bench_sweep_gpus.py --json out.json`` on a multi-GPU machine;
 ``--tiny`` runs tiny models on the CPU with ``--workers 2`` (a smoke test of the script).
@@ -96,18 +98,21 @@ def main() -> int:
         wall, stdout = sweep(common + ["--results-dir", str(results), *extra], run_env, work / f"sweep-{label}.log")
         files = sorted(results.rglob("seed*.json"))
         ran = next((line for line in stdout.splitlines() if line.startswith("ran ")), "?")
+        lanes = next((line for line in stdout.splitlines() if " lanes: runs busy " in line), None)  # sweep.lane_line
         losses = {}
         per_run = {}
         for f in files:
             r = json.loads(f.read_text())
             losses[(r["method"], r["seed"])] = [h["train"]["loss"] for h in r["history"]]
-            per_run[f"{r['method']}/{r['seed']}"] = {"elapsed_s": r.get("elapsed_s"), "phases_s": r.get("phases_s")}
+            per_run[f"{r['method']}/{r['seed']}"] = {"elapsed_s": r.get("elapsed_s"), "phases_s": r.get("phases_s"),
+                                                      "started_unix": r.get("started_unix"), "worker": r.get("worker")}
         out[label] = {"wall_s": wall, "runs": n_runs, "runs_per_hour": 3600 * n_runs / wall, "result_files": len(files),
-                      "distinct_runs": len(losses), "reported": ran, "per_run": per_run,
+                      "distinct_runs": len(losses), "reported": ran, "lanes": lanes, "per_run": per_run,
                       "log_tail": (work / f"sweep-{label}.log").read_text()[-3000:], "losses": {f"{m}/{s}": v for (m, s), v in losses.items()}}
         busy = sum(v["elapsed_s"] or 0 for v in per_run.values())
         print(f"{label}: {n_runs} runs in {wall:.1f} s (the runs' own elapsed_s add up to {busy:.1f} s) = {out[label]['runs_per_hour']:.0f} runs/hour; "
               f"result files {len(files)} ({len(losses)} distinct runs); sweep said: {ran}", flush=True)
+        print(f"  {lanes or 'one lane (no timeline line)'}", flush=True)
     (a, b) = out.values()
     diffs = [abs(x - y) / max(abs(x), 1e-12) for k in a["losses"] for x, y in zip(a["losses"][k], b["losses"].get(k, []))]
     summary = {"runs_per_hour_ratio": b["runs_per_hour"] / a["runs_per_hour"],

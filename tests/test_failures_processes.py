@@ -93,7 +93,7 @@ def test_sweep_workers_die_with_their_parent():
     parent = _python("""
         import time
         from paperlib.loraild.dispatch import LocalPool, WorkerPlan
-        pool = LocalPool(WorkerPlan(2, ({}, {}), 1))._pool  # the sweep's own worker pool
+        pool = LocalPool(WorkerPlan(3, ({}, {}, {}), 1))._pool  # the sweep's spawned lanes (lane 0: this process)
         futures = [pool.submit(time.sleep, 600) for _ in range(2)]
         print(" ".join(str(p) for p in pool._processes), flush=True)
         time.sleep(600)

@@ -112,6 +112,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         print(f"teachers ready for {', '.join(res.teachers) or 'no task (no KD method)'}")
         return 0
     print(f"ran {len(res.ran)} run(s), {len(res.skipped)} already finished")
+    if res.lanes:  # where the sweep's time went (several lanes): busy share, first starts, idle ends
+        print(res.lanes)
     print(table1(results_frame(res.results)).to_markdown())
     return 0
 

@@ -1,19 +1,31 @@
-"""Where a sweep's runs execute: a pool of local processes (one per GPU, or per CPU core) or a Ray cluster.
+"""Where a sweep's runs execute: this process and a pool of local processes (one lane per GPU, or
+per CPU core), or a Ray cluster.
 
 Job-level parallelism: every run is an independent, seeded job, so N GPUs train N runs at once
-(each process sees one GPU through ``CUDA_VISIBLE_DEVICES``, set before CUDA starts in it) and a
-Ray cluster runs each as a task asking for one GPU.  The sweep (:mod:`sweep`) decides *what* runs
-(finished runs skipped, each run submitted once, stage-1 teachers and their cached outputs
+(each spawned process sees one GPU through ``CUDA_VISIBLE_DEVICES``, set before CUDA starts in it)
+and a Ray cluster runs each as a task asking for one GPU.  The sweep (:mod:`sweep`) decides *what*
+runs (finished runs skipped, each run submitted once, stage-1 teachers and their cached outputs
 computed first); this module decides *where*.
+
+The sweep's own process is lane 0 (the plan's first GPU, its ``cuda:0``); only the other N - 1
+lanes are spawned workers.  Starting a worker costs seconds (importing torch, transformers, peft,
+accelerate and scikit-learn: 10-15 s on a 2-core CPU, then a CUDA context) that the one-GPU sweep,
+whose process has already paid them, never pays: measured on 2 x H200, a 2-GPU sweep spent ~24 s
+outside its runs against ~13 s for one GPU.  So lane 0 trains at once while the workers start, and
+each lane takes the next job when it is free (no lane hoards jobs that a free one could run).
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import multiprocessing
 import os
+import queue
+import threading
+from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -136,32 +148,110 @@ def _ready() -> int:
     return os.getpid()
 
 
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """torch's CPU threads set to ``n`` (unless 0) inside the block, the previous count restored after."""
+    import torch
+
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 class LocalPool:
-    """A ``spawn`` process pool following a :class:`WorkerPlan` (``with LocalPool(plan) as pool: ...``)."""
+    """Lanes following a :class:`WorkerPlan` (``with LocalPool(plan) as pool: ...``): lane 0 is this
+    process (its main thread, which has every import and its GPU's ``cuda:0``), lanes ``1 .. N-1``
+    a ``spawn`` process pool with the plan's environments ``envs[1:]``."""
 
     def __init__(self, plan: WorkerPlan):
+        self.plan = plan
+        self.spawned = plan.workers - 1
+        self._pool: ProcessPoolExecutor | None = None
+        if self.spawned < 1:
+            return
         ctx = multiprocessing.get_context("spawn")
         envs = ctx.Queue()
-        for env in plan.envs:
+        for env in plan.envs[1:]:
             envs.put(env)
-        self._pool = ProcessPoolExecutor(plan.workers, mp_context=ctx, initializer=_init_worker,
+        self._pool = ProcessPoolExecutor(self.spawned, mp_context=ctx, initializer=_init_worker,
                                          initargs=(plan.threads, envs))
         # a spawn pool starts a worker per submission while none is idle: one no-op each starts all
-        # of them together (otherwise the second starts only when the first job is done)
-        for fut in [self._pool.submit(_ready) for _ in range(plan.workers)]:
-            fut.result()
+        # of them now, together (not waited for: lane 0 trains meanwhile; a lane's feeder takes its
+        # first job when a worker is ready, so no job waits for a starting worker that lane 0 could run)
+        self._ready = [self._pool.submit(_ready) for _ in range(self.spawned)]
 
     def __enter__(self) -> "LocalPool":
         return self
 
     def __exit__(self, *exc) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=exc[0] is not None)
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=exc[0] is not None)
 
     def map_unordered(self, fn: Callable, jobs: dict[int, tuple]) -> Iterator[tuple[int, object]]:
-        """``(key, fn(*args))`` for every ``key: args`` of ``jobs``, as they finish."""
-        futures = {self._pool.submit(fn, *args): key for key, args in jobs.items()}
-        for fut in as_completed(futures):
-            yield futures[fut], fut.result()
+        """``(key, fn(*args))`` for every ``key: args`` of ``jobs``, as they finish.
+
+        Each lane takes the next job of a shared queue when it is free: one feeder thread per
+        spawned worker submits a job and waits for it; lane 0 runs jobs here, between yields (a
+        spawned lane's result may wait until lane 0's job returns).  The first error stops the
+        handing out (no lane takes another job) and is raised here.
+        """
+        todo = deque(jobs.items())
+        take_lock, stop = threading.Lock(), threading.Event()
+        done: queue.SimpleQueue = queue.SimpleQueue()  # (key, error or None, result) of spawned lanes
+
+        def take():
+            with take_lock:
+                return todo.popleft() if todo and not stop.is_set() else None
+
+        def feed(lane: int) -> None:
+            try:
+                self._ready[lane].result()
+            except BaseException as err:  # noqa: BLE001 -- a worker that failed to start
+                stop.set()
+                done.put((None, err, None))
+                return
+            while (job := take()) is not None:
+                key, args = job
+                try:
+                    done.put((key, None, self._pool.submit(fn, *args).result()))
+                except BaseException as err:  # noqa: BLE001 -- handed to the main thread, raised there
+                    stop.set()
+                    done.put((key, err, None))
+                    return
+
+        feeders = [threading.Thread(target=feed, args=(w,), name=f"lane-{w + 1}-feeder", daemon=True)
+                   for w in range(self.spawned if jobs else 0)]
+        for t in feeders:
+            t.start()
+        remaining = len(jobs)
+        try:
+            with torch_threads(self.plan.threads):
+                while remaining:
+                    try:  # results of the spawned lanes first; wait for them only when lane 0 has no job
+                        key, err, out = done.get(block=False) if todo and not stop.is_set() else done.get()
+                    except queue.Empty:
+                        job = take()
+                        if job is None:
+                            continue
+                        key, args = job
+                        try:
+                            out = fn(*args)
+                        except BaseException:
+                            stop.set()
+                            raise
+                        remaining -= 1
+                        yield key, out
+                        continue
+                    if err is not None:
+                        raise err
+                    remaining -= 1
+                    yield key, out
+        finally:
+            stop.set()  # no lane takes a new job (an error, or the caller stopped early)
 
 
 # --- Ray ---------------------------------------------------------------------------------------
@@ -204,4 +294,4 @@ class RayPool:
 
 
 __all__ = ["WorkerPlan", "visible_gpus", "under_launcher", "plan_workers", "shard_configs", "parse_shard",
-           "absolute", "precompute", "LocalPool", "import_ray", "ray_connect", "ray_gpus_per_run", "RayPool"]
+           "absolute", "precompute", "torch_threads", "LocalPool", "import_ray", "ray_connect", "ray_gpus_per_run", "RayPool"]

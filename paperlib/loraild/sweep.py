@@ -3,11 +3,15 @@
 The teacher of each task is trained (or found) first; every student run then reuses it and its
 cached outputs.  Results are read back from the JSON files, so a repeated sweep costs seconds.
 
-On a machine with N GPUs the sweep trains N runs at once, one per GPU, each in its own process
-(job-level parallelism: the runs of a sweep are small and independent).  On a CPU, ``workers=2``
-runs two students at a time in separate processes of one thread each: on two cores that is about
-1.3x the throughput of one process with two threads, and it does not collapse when another program
-keeps a core busy.  ``backend="ray"`` hands the runs to a Ray cluster, ``shard`` splits the grid
+On a machine with N GPUs the sweep trains N runs at once, one per GPU (job-level parallelism: the
+runs of a sweep are small and independent): this process trains on the first GPU and N - 1 spawned
+processes on the others, each lane taking the next run when it is free (a worker's start costs
+seconds of imports and a CUDA context that this process has already paid; :mod:`dispatch`).  On a
+CPU, ``workers=2`` runs two students at a time in two processes of one thread each: on two cores
+that is about 1.3x the throughput of one process with two threads, and it does not collapse when
+another program keeps a core busy.  A sweep that trained runs in several lanes returns one line of
+its timeline (:func:`lane_line`, printed by ``python -m paperlib sweep``): how busy the lanes were,
+when each started, how long each idled at the end.  ``backend="ray"`` hands the runs to a Ray cluster, ``shard`` splits the grid
 for a job array (:mod:`dispatch`).  Results do not depend on where runs execute (every run is
 seeded on its own).
 """
@@ -15,6 +19,7 @@ seeded on its own).
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -36,6 +41,7 @@ class SweepResult:
     teachers: dict[str, dict]
     ran: list[tuple[str, str, int]]  # (task, method, seed) trained by this call
     skipped: list[tuple[str, str, int]]  # already finished before this call
+    lanes: str | None = None  # timeline of this call's runs (:func:`lane_line`) when they ran in several lanes
 
 
 def sweep_configs(base: RunConfig, tasks: Iterable[str], methods: Iterable[str] = METHOD_NAMES,
@@ -57,6 +63,29 @@ def default_workers(device: str | None) -> int:
     return plan.workers if plan.gpus else max(1, min(2, os.cpu_count() or 1))
 
 
+def lane_line(results: list[dict], began: float, ended: float) -> str | None:
+    """One line on where a sweep's time went: its runs (``started_unix`` >= ``began``) grouped by the
+    process that trained them (``worker``: host, pid), or ``None`` for fewer than 2 runs or 2 lanes.
+
+    busy = sum of the runs' ``elapsed_s`` out of lanes x (``ended`` - ``began``); per lane: its first
+    run's start after ``began`` and its idle time at the end (``ended`` - its last run's end).
+    """
+    lanes: dict[tuple, list[dict]] = {}
+    for r in results:
+        if r.get("started_unix", -1.0) >= began and r.get("worker"):
+            lanes.setdefault((r["worker"].get("host"), r["worker"].get("pid")), []).append(r)
+    if len(lanes) < 2 or sum(map(len, lanes.values())) < 2:
+        return None
+    order = sorted(lanes.values(), key=lambda rs: min(r["started_unix"] for r in rs))
+    wall = ended - began
+    busy = sum(r["elapsed_s"] for rs in order for r in rs)
+    first = " / ".join(f"{min(r['started_unix'] for r in rs) - began:.1f}" for rs in order)
+    idle = " / ".join(f"{ended - max(r['started_unix'] + r['elapsed_s'] for r in rs):.1f}" for rs in order)
+    return (f"{len(order)} lanes: runs busy {busy:.1f} s of {len(order)} x {wall:.1f} s "
+            f"({100 * busy / max(len(order) * wall, 1e-9):.0f}%); first run started {first} s after the sweep "
+            f"began, idle {idle} s at the end (per lane)")
+
+
 def _teacher_jobs(configs: list[RunConfig]) -> dict[str, tuple[RunConfig, tuple[str, ...]]]:
     """Per task with KD runs: its first config and every teacher output its runs read."""
     jobs = {}
@@ -76,14 +105,15 @@ def run_sweep(base: RunConfig, tasks: Iterable[str], methods: Iterable[str] = ME
               teachers_only: bool = False) -> SweepResult:
     """Run (or resume, or skip) every run of the sweep; returns all results (in sweep order).
 
-    ``backend="local"``: ``workers`` processes (``None``: one per GPU on a GPU machine, else 1;
-    :func:`~paperlib.loraild.dispatch.plan_workers`), or this process when that is 1.
+    ``backend="local"``: ``workers`` lanes (``None``: one per GPU on a GPU machine, else 1;
+    :func:`~paperlib.loraild.dispatch.plan_workers`): this process and ``workers - 1`` spawned ones.
     ``backend="ray"``: every run a Ray task on the cluster at ``address`` (``"auto"``: the running
     cluster; ``None``: a local instance) asking for one GPU (none on a CPU-only cluster); results go
     to ``results_dir``, which every node must see.  ``shard=(K, N)`` keeps runs ``K, K+N, ...``
     (a SLURM job array).  Stage-1 teachers and their cached outputs are computed once, before any
     run starts; ``teachers_only`` stops there.
     """
+    began = time.time()
     if backend not in ("local", "ray"):
         raise ValueError(f"backend must be 'local' or 'ray', not {backend!r}")
     configs = shard_configs(sweep_configs(base, tasks, methods, seeds), shard)
@@ -125,13 +155,14 @@ def run_sweep(base: RunConfig, tasks: Iterable[str], methods: Iterable[str] = ME
                 results[i] = run(cfg.replace(progress=False) if progress else cfg)
                 ran.append((cfg.task, cfg.method, cfg.seed))
             return SweepResult([r for r in results if r is not None], teachers, ran, skipped)
-        with LocalPool(plan) as pool:  # workers only read the teacher's outputs: every part they need, first
+        with LocalPool(plan) as pool:  # lanes only read the teacher's outputs: every part they need, first
             teachers.update(pool.map_unordered(precompute, teacher_jobs))
             runs = {i: (configs[i].replace(progress=False),) for i in todo}
             for i, res in tqdm(pool.map_unordered(run, runs), total=len(runs), desc="runs", disable=not show):
                 results[i] = res
     ran = [(configs[i].task, configs[i].method, configs[i].seed) for i in todo]
-    return SweepResult([r for r in results if r is not None], teachers, ran, skipped)
+    lanes = lane_line([results[i] for i in todo], began, time.time())
+    return SweepResult([r for r in results if r is not None], teachers, ran, skipped, lanes)
 
 
 def collect(base: RunConfig, tasks: Iterable[str], methods: Iterable[str] = METHOD_NAMES,
@@ -145,4 +176,4 @@ def collect(base: RunConfig, tasks: Iterable[str], methods: Iterable[str] = METH
     return out
 
 
-__all__ = ["SweepResult", "sweep_configs", "run_sweep", "collect", "default_workers"]
+__all__ = ["SweepResult", "sweep_configs", "run_sweep", "collect", "default_workers", "lane_line"]

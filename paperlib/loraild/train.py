@@ -18,7 +18,9 @@ its shard of each batch.
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
+import socket
 import time
 
 from accelerate import Accelerator
@@ -78,11 +80,17 @@ def cluster_analysis(cfg: RunConfig, model: DistillModel, prep: Prepared, device
     return cluster_scores(model, loader, device, cfg.task_spec.num_labels, cfg.cluster_features).to_dict("records")
 
 
+def worker_info() -> dict:
+    """Where this process trains: its pid, host and ``CUDA_VISIBLE_DEVICES`` (a sweep's timeline groups runs by it)."""
+    return {"pid": os.getpid(), "host": socket.gethostname(), "gpu": os.environ.get("CUDA_VISIBLE_DEVICES")}
+
+
 def run(cfg: RunConfig, accelerator: Accelerator | None = None) -> dict:
     """Stage 2 for one (task, method, seed): trains (or resumes, or skips) and returns the result.
 
     The result records the wall seconds of each phase (``phases_s``: data, teacher, teacher_outputs,
-    setup, steps, evaluation, saving, clusters).
+    setup, steps, evaluation, saving, clusters), when it started (``started_unix``) and where
+    (``worker``: pid, host, ``CUDA_VISIBLE_DEVICES``).
     """
     cfg = cfg.resolved()
     done = load_result(cfg)
@@ -178,6 +186,7 @@ def _run(cfg: RunConfig, acc: Accelerator) -> dict:
             "clusters": clusters, "teacher": None if teacher_summary is None else {
                 k: teacher_summary[k] for k in ("best_epoch", "best_valid", "best_test")},
             "data": prep.data.sizes(), "source": prep.data.source, "elapsed_s": time.time() - t0,
+            "started_unix": t0, "worker": worker_info(),
             "device": str(acc.device), "num_processes": acc.num_processes, "mixed_precision": acc.mixed_precision,
             "compile": compile_mode,
             "config": cfg.to_dict(), "experiment_key": cfg.experiment_key(),

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import threading
 import time
+from pathlib import Path
 
 import pytest
 
 from paperlib.loraild import dispatch
 from paperlib.loraild.dispatch import LocalPool, WorkerPlan, parse_shard, plan_workers, shard_configs
-from paperlib.loraild.sweep import default_workers, run_sweep, sweep_configs
+from paperlib.loraild.sweep import default_workers, lane_line, run_sweep, sweep_configs
 
 
 def test_one_worker_per_gpu_each_pinned_to_its_own(monkeypatch):
@@ -27,13 +29,77 @@ def test_one_worker_per_gpu_each_pinned_to_its_own(monkeypatch):
         plan_workers(None, 0)
 
 
-def test_pool_workers_see_only_their_environment():
-    """Each spawned worker applies its plan entry before running anything (CUDA_VISIBLE_DEVICES)."""
+def lane_job(key: int, seconds: float, parent: int, log: str, fail_in: str | None = None):
+    """A job of ``seconds`` that logs its key; this process's jobs (lane 0) first wait until a spawned
+    lane has started one (so both lanes run jobs, however long the spawned one takes to start);
+    raises in lane 0 or in a spawned lane (``fail_in``)."""
+    in_parent = os.getpid() == parent
+    with open(log, "a") as fh:
+        fh.write(f"{key} {os.getpid()}\n")
+    if in_parent:
+        end = time.monotonic() + 300
+        while not any(int(line.split()[1]) != parent for line in Path(log).read_text().splitlines()):
+            if fail_in == "parent" or time.monotonic() > end:
+                break
+            time.sleep(0.05)
+    if fail_in == ("parent" if in_parent else "spawned"):
+        raise ValueError(f"job {key} failed in the {fail_in} lane")
+    time.sleep(seconds)
+    return os.getpid(), os.getenv("PAPERLIB_SLOT")
+
+
+def test_lanes_run_every_job_once_and_spawned_lanes_see_their_environment(tmp_path):
+    """Lane 0 is this process (no per-lane environment); the spawned lane applies its plan entry
+    before running anything (CUDA_VISIBLE_DEVICES); every job runs exactly once, uneven lengths."""
     plan = WorkerPlan(2, ({"PAPERLIB_SLOT": "a"}, {"PAPERLIB_SLOT": "b"}), 1)
     assert "PAPERLIB_SLOT" not in os.environ
+    log = tmp_path / "jobs.log"
+    jobs = {k: (k, 0.02 * (k % 4), os.getpid(), str(log)) for k in range(9)}
     with LocalPool(plan) as pool:
-        seen = dict(pool.map_unordered(os.getenv, {i: ("PAPERLIB_SLOT",) for i in range(6)}))
-    assert sorted(seen) == list(range(6)) and set(seen.values()) <= {"a", "b"}
+        seen = list(pool.map_unordered(lane_job, jobs))
+    assert sorted(k for k, _ in seen) == list(range(9))  # every key once
+    assert sorted(int(line.split()[0]) for line in log.read_text().splitlines()) == list(range(9))  # run once
+    by_lane = {pid: env for _, (pid, env) in seen}
+    assert by_lane.pop(os.getpid()) is None  # this process ran at least one job, in its own environment
+    assert len(by_lane) == 1 and set(by_lane.values()) == {"b"}  # the spawned lane: the plan's second entry
+    assert "PAPERLIB_SLOT" not in os.environ
+
+
+@pytest.mark.parametrize("fail_in", ["spawned", "parent"])
+def test_an_error_in_either_lane_stops_the_sweep_and_leaves_no_worker(tmp_path, fail_in):
+    log = tmp_path / "jobs.log"
+    jobs = {k: (k, 0.02, os.getpid(), str(log), fail_in) for k in range(6)}
+    pool = LocalPool(WorkerPlan(2, ({}, {}), 1))
+    workers = list(pool._pool._processes.values())
+    assert len(workers) == 1  # lane 0 is this process: one spawned worker
+    with pytest.raises(ValueError, match=f"failed in the {fail_in} lane"):
+        with pool:
+            for _ in pool.map_unordered(lane_job, jobs):
+                pass
+    assert not any(w.is_alive() for w in workers)
+    started = log.read_text().splitlines()
+    if fail_in == "parent":  # lane 0 failed at its first job: at most one more (the spawned lane's) started
+        assert len(started) <= 2
+    end = time.monotonic() + 30  # the feeder thread returns once its job is done or cancelled
+    while any(t.name.startswith("lane-") for t in threading.enumerate()) and time.monotonic() < end:
+        time.sleep(0.05)
+    assert not any(t.name.startswith("lane-") for t in threading.enumerate())
+
+
+def test_lane_line_sums_the_runs_of_this_call_by_process():
+    """Busy = sum of elapsed_s over lanes x wall; per lane (by first start): first start and idle at the end."""
+    def res(pid, start, elapsed, host="h"):
+        return {"started_unix": 1000.0 + start, "elapsed_s": elapsed, "worker": {"pid": pid, "host": host, "gpu": None}}
+
+    runs = [res(7, 8.0, 20.0), res(5, 0.5, 30.0), res(5, 30.5, 26.0), res(7, 28.0, 31.0),
+            res(9, -50.0, 10.0)]  # pid 9: started before this call (a result read back): not counted
+    line = lane_line(runs, 1000.0, 1060.0)
+    # busy 20 + 30 + 26 + 31 = 107 of 2 x 60 (89%); lane 5 first (0.5 s), ends 56.5 (idle 3.5); lane 7 ends 59
+    assert line == ("2 lanes: runs busy 107.0 s of 2 x 60.0 s (89%); first run started 0.5 / 8.0 s after the "
+                    "sweep began, idle 3.5 / 1.0 s at the end (per lane)")
+    assert lane_line(runs[1:3], 1000.0, 1060.0) is None  # one lane
+    assert lane_line([res(5, 1.0, 2.0), res(5, 1.0, 2.0, host="other")][:1], 1000.0, 1060.0) is None  # one run
+    assert lane_line([res(5, 1.0, 2.0), res(5, 1.0, 2.0, host="other")], 1000.0, 1060.0).startswith("2 lanes:")
 
 
 def test_shards_partition_the_grid(tiny):

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import socket
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -234,9 +238,26 @@ def test_interrupted_sweep_resumes_without_repeating_runs(tiny, monkeypatch):
     assert run_sweep(base, ["sst2"], methods, seeds, progress=False).ran == [] and calls == []
 
 
-def test_parallel_workers_give_the_same_results(tiny):
+def run_when_both_lanes_started(cfg):
+    """``run``, once a run has started in two processes (``PAPERLIB_TEST_MARKS`` holds one file per
+    process): each of two lanes then trains one of two runs, however long the spawned one takes to start."""
+    marks = Path(os.environ["PAPERLIB_TEST_MARKS"])
+    (marks / str(os.getpid())).touch()
+    end = time.monotonic() + 300
+    while len(list(marks.iterdir())) < 2 and time.monotonic() < end:
+        time.sleep(0.1)
+    return run(cfg)
+
+
+def test_parallel_workers_give_the_same_results(tiny, monkeypatch, tmp_path):
+    """Two lanes (this process and a spawned one) train what one process trains; the sweep returns
+    its lane line, and every result records when and in which process it ran."""
     methods, seeds = ["wo_kd", "loraild_random_epoch"], [0]
     one = run_sweep(tiny.config(results_dir=str(tiny.root / "w1")), ["sst2"], methods, seeds, progress=False)
+    assert one.lanes is None  # one lane: no timeline line
+    monkeypatch.setenv("PAPERLIB_TEST_MARKS", str(tmp_path))
+    monkeypatch.setattr(sweep_mod, "run", run_when_both_lanes_started)
+    began = time.time()
     two = run_sweep(tiny.config(results_dir=str(tiny.root / "w2")), ["sst2"], methods, seeds, progress=False,
                     workers=2)
     assert two.ran == one.ran == [("sst2", m, 0) for m in methods]
@@ -244,9 +265,18 @@ def test_parallel_workers_give_the_same_results(tiny):
         assert (a["method"], a["seed"]) == (b["method"], b["seed"])
         assert b["history"][0]["train"]["loss"] == pytest.approx(a["history"][0]["train"]["loss"], rel=1e-4)
         assert b["best_valid"] == pytest.approx(a["best_valid"])
+    pids = {r["worker"]["pid"] for r in two.results}
+    assert len(pids) == 2 and os.getpid() in pids  # this process is lane 0
+    for r in two.results:
+        saved = json.loads(result_path(tiny.config(results_dir=str(tiny.root / "w2"), method=r["method"])).read_text())
+        assert saved["worker"] == r["worker"] and saved["worker"]["host"] == socket.gethostname()
+        assert saved["worker"]["gpu"] == os.environ.get("CUDA_VISIBLE_DEVICES")  # no GPU plan: nothing set
+        assert began <= saved["started_unix"] <= time.time()
+    assert two.lanes is not None and two.lanes.startswith("2 lanes: runs busy ")
+    assert "after the sweep began" in two.lanes and "(per lane)" in two.lanes
 
 
-def test_cli(tiny, capsys, tmp_path):
+def test_cli(tiny, capsys, tmp_path, monkeypatch):
     from paperlib.__main__ import main
 
     common = ["--glue-dir", str(tiny.glue), "--teacher", tiny.teacher, "--student", tiny.student,
@@ -259,6 +289,12 @@ def test_cli(tiny, capsys, tmp_path):
     assert main(["sweep", "--tasks", "sst2", "--methods", "wo_kd", "loraild_average", "--seeds", "0", *common]) == 0
     text = capsys.readouterr().out
     assert "1 run(s), 1 already finished" in text and "| LoRAILD | Average |" in text
+    assert " lanes: " not in text  # one lane: no timeline line
+    stub = sweep_mod.SweepResult([], {}, [("sst2", "wo_kd", 0)] * 2, [], lanes="2 lanes: runs busy (stub)")
+    monkeypatch.setattr(sweep_mod, "run_sweep", lambda *a, **k: stub)
+    assert main(["sweep", "--tasks", "sst2", "--seeds", "0", *common]) == 0
+    assert capsys.readouterr().out.splitlines()[:2] == ["ran 2 run(s), 0 already finished", "2 lanes: runs busy (stub)"]
+    monkeypatch.undo()
     assert main(["loraild", "--task", "rte", "--glue-dir", str(tmp_path / "nothing"), "--no-progress"]) == 2
     assert "GLUE_DIR" in capsys.readouterr().err
     with pytest.raises(SystemExit):
