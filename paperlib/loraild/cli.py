@@ -88,10 +88,20 @@ def cmd_loraild(args: argparse.Namespace) -> int:
 
 @_friendly
 def cmd_sweep(args: argparse.Namespace) -> int:
+    from paperlib.loraild import dispatch
+
+    if args.backend == "local":  # the other lanes' workers import while this process does
+        dispatch.prestart(args.device, args.workers)
+    try:
+        return _sweep(args)
+    finally:
+        dispatch.discard_prestarted()
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from paperlib.loraild.dispatch import parse_shard
     from paperlib.loraild.sweep import run_sweep
     from paperlib.loraild.tables import results_frame, table1
-
-    from paperlib.loraild.dispatch import parse_shard
 
     base = config_from_args(args, SWEEP_SKIP)
     try:

@@ -27,7 +27,7 @@ from accelerate import PartialState
 from tqdm import tqdm
 
 from paperlib.loraild.config import METHOD_NAMES, METHODS, RunConfig, check_method, check_task
-from paperlib.loraild.dispatch import (LocalPool, RayPool, absolute, plan_workers, precompute, ray_connect,
+from paperlib.loraild.dispatch import (RayPool, local_pool, absolute, plan_workers, precompute, ray_connect,
                                       ray_gpus_per_run, shard_configs, under_launcher)
 from paperlib.loraild.teacher import outputs_cached
 from paperlib.loraild.train import is_finished, load_result, needed_parts, run, teacher_finished, train_teacher
@@ -155,7 +155,7 @@ def run_sweep(base: RunConfig, tasks: Iterable[str], methods: Iterable[str] = ME
                 results[i] = run(cfg.replace(progress=False) if progress else cfg)
                 ran.append((cfg.task, cfg.method, cfg.seed))
             return SweepResult([r for r in results if r is not None], teachers, ran, skipped)
-        with LocalPool(plan) as pool:  # lanes only read the teacher's outputs: every part they need, first
+        with local_pool(plan) as pool:  # lanes only read the teacher's outputs: every part they need, first
             teachers.update(pool.map_unordered(precompute, teacher_jobs))
             runs = {i: (configs[i].replace(progress=False),) for i in todo}
             for i, res in tqdm(pool.map_unordered(run, runs), total=len(runs), desc="runs", disable=not show):

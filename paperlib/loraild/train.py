@@ -23,6 +23,7 @@ import shutil
 import socket
 import time
 
+import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 
@@ -80,9 +81,20 @@ def cluster_analysis(cfg: RunConfig, model: DistillModel, prep: Prepared, device
     return cluster_scores(model, loader, device, cfg.task_spec.num_labels, cfg.cluster_features).to_dict("records")
 
 
-def worker_info() -> dict:
-    """Where this process trains: its pid, host and ``CUDA_VISIBLE_DEVICES`` (a sweep's timeline groups runs by it)."""
-    return {"pid": os.getpid(), "host": socket.gethostname(), "gpu": os.environ.get("CUDA_VISIBLE_DEVICES")}
+def worker_info(device: torch.device | None = None) -> dict:
+    """Where this process trains: its pid, host and GPU (a sweep's timeline groups runs by them).
+
+    ``gpu`` is the entry of ``CUDA_VISIBLE_DEVICES`` that ``device`` is (the whole variable when it
+    cannot be told, ``None`` without one): a sweep's lane 0 sees every GPU and trains on the first.
+    """
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    gpu = visible
+    if visible and device is not None and device.type == "cuda":
+        ids = [v.strip() for v in visible.split(",") if v.strip()]
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        if index < len(ids):
+            gpu = ids[index]
+    return {"pid": os.getpid(), "host": socket.gethostname(), "gpu": gpu}
 
 
 def run(cfg: RunConfig, accelerator: Accelerator | None = None) -> dict:
@@ -186,7 +198,7 @@ def _run(cfg: RunConfig, acc: Accelerator) -> dict:
             "clusters": clusters, "teacher": None if teacher_summary is None else {
                 k: teacher_summary[k] for k in ("best_epoch", "best_valid", "best_test")},
             "data": prep.data.sizes(), "source": prep.data.source, "elapsed_s": time.time() - t0,
-            "started_unix": t0, "worker": worker_info(),
+            "started_unix": t0, "worker": worker_info(acc.device),
             "device": str(acc.device), "num_processes": acc.num_processes, "mixed_precision": acc.mixed_precision,
             "compile": compile_mode,
             "config": cfg.to_dict(), "experiment_key": cfg.experiment_key(),

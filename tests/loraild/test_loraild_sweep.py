@@ -151,3 +151,28 @@ def test_ray_backend_on_a_local_cpu_instance(tiny, tmp_path):
         assert again.ran == [] and len(again.skipped) == 2
     finally:
         ray.shutdown()
+
+
+def test_a_pool_started_ahead_is_the_sweeps_and_an_unused_one_is_stopped(tmp_path):
+    """``python -m paperlib sweep`` starts the spawned lanes before importing the training code:
+    the sweep takes that pool (it runs its jobs), and one no sweep took is stopped, not waited for."""
+    dispatch.discard_prestarted()
+    dispatch.prestart("cpu", 2)
+    plan = plan_workers("cpu", 2)
+    started = dispatch._PRESTARTED[dispatch._plan_key(plan)]
+    pool = dispatch.local_pool(plan)
+    assert pool is started and not dispatch._PRESTARTED
+    log = tmp_path / "jobs.log"
+    with pool:
+        seen = dict(pool.map_unordered(lane_job, {k: (k, 0.0, os.getpid(), str(log)) for k in range(4)}))
+    assert sorted(seen) == [0, 1, 2, 3] and len({pid for pid, _ in seen.values()}) == 2
+    dispatch.prestart("cpu", 2)  # started ahead, never taken: the CLI's finally stops it
+    procs = list(dispatch._PRESTARTED[dispatch._plan_key(plan)]._pool._processes.values())
+    assert procs
+    dispatch.discard_prestarted()
+    for proc in procs:
+        proc.join(timeout=30)
+        assert not proc.is_alive()
+    assert not dispatch._PRESTARTED
+    dispatch.prestart("cpu", 1)  # one lane: nothing to start
+    assert not dispatch._PRESTARTED
