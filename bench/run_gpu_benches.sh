@@ -144,11 +144,17 @@ fifth2)  # fifth round, part 2: the sweep (round 4's settings), then data-parall
   step "$OUT/multi.log" python bench/bench_sweep_gpus.py --json "$OUT/sweep.json"
   step "$OUT/multi.log" python bench/bench_loraild_ddp.py $DDP --out /tmp/ddp-bench --json "$OUT/ddp_b128.json"
   ;;
-fifth3)  # fifth round, part 3: the sweep with runs of about a minute
-  step "$OUT/multi.log" python bench/bench_sweep_gpus.py --epochs 3 --steps-per-epoch 100 --json "$OUT/sweep_long.json"
+sixth1)  # sixth round, part 1: data-parallel after DDP's unused-parameter search was limited to RAIL-KD
+  DDP="--nproc 2 --global-batch 128 --steps-per-epoch 100 --epochs 3 --words 24"
+  step "$OUT/multi.log" python bench/bench_loraild_ddp.py $DDP --out /tmp/ddp-bench --prepare-only
+  step "$OUT/multi.log" python bench/bench_loraild_ddp.py $DDP --out /tmp/ddp-bench --json "$OUT/ddp_b128.json"
+  ;;
+sixth2)  # sixth round, part 2: a sweep of 8 runs of about 20 s, lanes started ahead
+  step "$OUT/multi.log" python bench/bench_sweep_gpus.py --methods vanilla_kd loraild_fixed loraild_average \
+    loraild_random_step --seeds 2 --epochs 2 --steps-per-epoch 80 --json "$OUT/sweep_8runs.json"
   ;;
 *)
-  echo "usage: bash bench/run_gpu_benches.sh single|multi|sweep|final|third1|third2|fourth1|fourth2|fifth1|fifth2|fifth3" >&2
+  echo "usage: bash bench/run_gpu_benches.sh single|multi|sweep|final|third1|third2|fourth1|fourth2|fifth1|fifth2|sixth1|sixth2" >&2
   exit 2
   ;;
 esac

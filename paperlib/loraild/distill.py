@@ -63,6 +63,13 @@ class DistillModel(nn.Module):
     def needs_hidden(self) -> bool:
         return self.rail is not None
 
+    @property
+    def skips_parameters(self) -> bool:
+        """Whether some trainable parameters get no gradient on some steps: RAIL-KD's projection
+        heads, while the intermediate loss is off (curriculum epochs, weight 0).  Every other
+        parameter (the student's, its LoRA adapters') is in every step's graph through the CE loss."""
+        return self.rail is not None
+
     def student_forward(self, batch: dict[str, torch.Tensor], hidden: bool = False):
         return self.student(**forward_kwargs(self.student, batch), output_hidden_states=hidden)
 

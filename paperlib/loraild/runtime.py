@@ -30,11 +30,21 @@ def get_accelerator(device: str | None = None) -> Accelerator:
         return _ACC
     if _ACC is not None:
         AcceleratorState._reset_state(True)
+    # find_unused_parameters is set per model before it is prepared (search_unused_parameters)
     _ACC = Accelerator(cpu=want_cpu, kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
     if world > 1 and _ACC.num_processes != world:
         raise RuntimeError(f"launched as {world} processes but accelerate set up {_ACC.num_processes} "
                            f"(device={device!r}); each would train alone and overwrite the others' files")
     return _ACC
+
+
+def search_unused_parameters(acc: Accelerator, search: bool) -> None:
+    """Whether DDP (in the next ``acc.prepare``) searches each step's graph for parameters that got
+    no gradient.  Needed only where some are skipped on some steps (RAIL-KD's projections while the
+    intermediate loss is off); the search is an extra graph traversal every step and lets no
+    bucket be reduced before the forward's graph is known."""
+    if acc.ddp_handler is not None:
+        acc.ddp_handler.find_unused_parameters = search
 
 
 def busy_cores(interval: float = 0.5) -> float:

@@ -32,7 +32,7 @@ from paperlib.loraild.prepare import loaders, prepare_data
 from paperlib.files import read_json, read_or_none
 from paperlib.locks import hold_lock
 from paperlib.loraild.run_files import check_results_writable, load_tensors, save_tensors, teacher_dir, write_json
-from paperlib.loraild.runtime import get_accelerator
+from paperlib.loraild.runtime import get_accelerator, search_unused_parameters
 
 _TEACHERS: dict[str, torch.nn.Module] = {}
 WEIGHTS = "teacher.safetensors"  # LoRA + head tensors (safetensors: reading it runs no code)
@@ -85,6 +85,7 @@ def _train_teacher(cfg: RunConfig, acc: Accelerator, tdir: Path) -> dict:
     params = [p for p in teacher.parameters() if p.requires_grad]
     optimizer = adamw(params, cfg.teacher_lr, cfg.teacher_weight_decay)
     sampler, train, valid, test, _ = loaders(acc, prep, cfg, cfg.teacher_seed)
+    search_unused_parameters(acc, False)  # LoRA and the head: in every step's graph
     model, optimizer, train, valid, test = acc.prepare(teacher, optimizer, train, valid, test)
     inner = acc.unwrap_model(model)
     try:

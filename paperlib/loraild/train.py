@@ -42,7 +42,7 @@ from paperlib.devices import check_device
 from paperlib.locks import hold_lock
 from paperlib.loraild.run_files import (check_results_writable, checkpoint_dir, experiment_dir, is_finished,
                                         load_result, result_path, save_tensors, task_dir, teacher_dir, write_json)
-from paperlib.loraild.runtime import auto_threads, busy_cores, get_accelerator
+from paperlib.loraild.runtime import auto_threads, busy_cores, get_accelerator, search_unused_parameters
 from paperlib.loraild.teacher import (cache_folder, load_teacher, needed_parts, precompute_teacher, teacher_finished,
                                       teacher_outputs, teacher_shape, train_teacher)
 
@@ -140,6 +140,7 @@ def _run(cfg: RunConfig, acc: Accelerator) -> dict:
         n_s = model.n_student_layers
         optimizer = adamw([p for p in model.parameters() if p.requires_grad], cfg.lr, cfg.weight_decay)
         sampler, train, valid, test, _ = loaders(acc, prep, cfg, cfg.seed)
+        search_unused_parameters(acc, model.skips_parameters)  # DDP: the graph search only where needed
         wrapped, optimizer, train, valid, test = acc.prepare(model, optimizer, train, valid, test)
         inner: DistillModel = acc.unwrap_model(wrapped)
     state = {"weights": (1.0, 0.0, 0.0), "rail": None}

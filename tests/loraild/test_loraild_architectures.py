@@ -56,3 +56,34 @@ def test_mpnet_half_student_has_lora_on_every_kept_layer(tiny_mpnet):
 def test_unknown_architecture_is_a_clear_error():
     with pytest.raises(ModelLoadError, match="LoRA targets of model type 'gpt2' are not known; supported: .*bert"):
         lora_targets("gpt2")
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory, tiny):
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    root = tmp_path_factory.mktemp("bert")
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=64, max_position_embeddings=80, pad_token_id=0)
+    BertForSequenceClassification(cfg).save_pretrained(root)
+    AutoTokenizer.from_pretrained(tiny.teacher).save_pretrained(root)
+    return str(root)
+
+
+@pytest.mark.parametrize("arch", ["roberta", "bert", "mpnet"])
+@pytest.mark.parametrize("rank", [None, 4])
+def test_every_trainable_parameter_gets_a_gradient_from_the_ce_loss(tiny, tiny_bert, tiny_mpnet, arch, rank):
+    """Data-parallel runs skip DDP's search for unused parameters unless a method has some
+    (``DistillModel.skips_parameters``: RAIL-KD's heads only); that holds if the CE loss alone
+    reaches every trainable parameter of the student (full or with LoRA) and of the teacher."""
+    path = {"roberta": tiny.student, "bert": tiny_bert, "mpnet": tiny_mpnet}[arch]
+    torch.manual_seed(0)
+    ids = torch.randint(5, 100, (3, 7))
+    models = [build_student(path, 2, rank, 0.1)] + ([build_teacher(path, 2, rank=4)] if rank else [])
+    for model in models:
+        model.train()
+        out = model(input_ids=ids, attention_mask=torch.ones_like(ids))
+        torch.nn.functional.cross_entropy(out.logits, torch.tensor([0, 1, 0])).backward()
+        missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+        assert not missing, missing

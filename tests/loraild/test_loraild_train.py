@@ -205,6 +205,43 @@ def test_scoring_pads_to_the_longest_sentence_with_the_logits_of_padding_to_max(
         torch.testing.assert_close(short, full, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("method", METHOD_NAMES)
+def test_only_methods_that_skip_parameters_need_ddps_search_for_them(tiny, monkeypatch, method):
+    """Brute force for ``DistillModel.skips_parameters`` (data-parallel runs search for unused
+    parameters only where it is true): at every step of every epoch, before and after ``ild_start``,
+    a method that says it skips none gives every trainable parameter a gradient."""
+    from paperlib.loraild.distill import DistillModel
+
+    seen = {"steps": 0, "skipped": set(), "claims": set()}
+    real_adamw, real_init = train_mod.adamw, DistillModel.__init__
+
+    def init(self, *a, **k):
+        real_init(self, *a, **k)
+        seen["claims"].add(self.skips_parameters)
+        seen["names"] = {id(p): n for n, p in self.named_parameters()}
+
+    class Checked:
+        def __init__(self, params, *a, **k):
+            self.params, self.inner = params, real_adamw(params, *a, **k)
+
+        def step(self):
+            seen["steps"] += 1
+            seen["skipped"] |= {seen["names"][id(p)] for p in self.params if p.grad is None}
+            return self.inner.step()
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+    monkeypatch.setattr(DistillModel, "__init__", init)
+    monkeypatch.setattr(train_mod, "adamw", lambda params, *a, **k: Checked(params, *a, **k))
+    run(tiny.config(method=method, epochs=2, ild_start=1, results_dir=str(tiny.root / f"unused-{method}")))
+    assert seen["steps"] > 0 and len(seen["claims"]) == 1
+    if seen["claims"] == {False}:
+        assert not seen["skipped"]
+    else:  # claimed (conservatively) by the methods with RAIL-KD heads only
+        assert str(METHODS[method].inter).startswith("rail")
+
+
 def test_seed_controls_every_initialisation(tiny):
     a = run(tiny.config(method="wo_kd", results_dir=str(tiny.root / "s1")))
     b = run(tiny.config(method="wo_kd", results_dir=str(tiny.root / "s2")))
