@@ -80,6 +80,39 @@ def test_dropout_masks_are_independent_per_module_and_unbiased():
     assert cross.norm() < 0.25 * own.norm()  # measured: 0.08 (independent masks), 0.46 (one shared mask)
 
 
+def test_under_autocast_dropout_runs_in_the_autocast_dtype_and_stays_unbiased(monkeypatch):
+    """Under bf16 autocast the three dropped-out copies are made of the bf16 input (the cast the A
+    product makes anyway, once, before the copies): half the bytes; the features stay unbiased."""
+    from paperlib.loraild import fused_lora
+
+    seen = []
+    real = fused_lora.F.dropout
+
+    def spy(x, *a, **k):
+        if x.dim() == 3 and x.shape[0] == 3 and x.stride(0) == 0:  # the three copies (an expand), not the model's own
+            seen.append((x.dtype, tuple(x.shape)))
+        return real(x, *a, **k)
+
+    monkeypatch.setattr(fused_lora.F, "dropout", spy)
+    model = tiny_student(0.5)
+    rec = FusedLoraRecorder(model)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        model.eval()
+        model(**batch())
+        clean = rec.stacked().float()
+        model.train()
+        draws = []
+        for _ in range(300):
+            model(**batch())
+            draws.append(rec.stacked().float())
+    assert seen and {dt for dt, _ in seen} == {torch.bfloat16}
+    mean = torch.stack(draws).mean(0)
+    assert (mean - clean).abs().max() < 0.25 * clean.abs().max()
+    seen.clear()
+    model(**batch())  # without autocast: float32, as before
+    assert {dt for dt, _ in seen} == {torch.float32}
+
+
 def test_remove_restores_peft():
     model = tiny_student(0.0)
     ref = copy.deepcopy(model).eval()
