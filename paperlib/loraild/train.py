@@ -84,14 +84,15 @@ def cluster_analysis(cfg: RunConfig, model: DistillModel, prep: Prepared, device
 def worker_info(device: torch.device | None = None) -> dict:
     """Where this process trains: its pid, host and GPU (a sweep's timeline groups runs by them).
 
-    ``gpu`` is the entry of ``CUDA_VISIBLE_DEVICES`` that ``device`` is (the whole variable when it
-    cannot be told, ``None`` without one): a sweep's lane 0 sees every GPU and trains on the first.
+    ``gpu`` is the GPU ``device`` is (its ``CUDA_VISIBLE_DEVICES`` entry, or its index when that is
+    unset); on the CPU the variable itself (``None`` when unset).  A sweep's lane 0 sees every GPU
+    and trains on the first.
     """
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     gpu = visible
-    if visible and device is not None and device.type == "cuda":
-        ids = [v.strip() for v in visible.split(",") if v.strip()]
+    if device is not None and device.type == "cuda":
         index = device.index if device.index is not None else torch.cuda.current_device()
+        ids = [v.strip() for v in visible.split(",") if v.strip()] if visible else [str(i) for i in range(index + 1)]
         if index < len(ids):
             gpu = ids[index]
     return {"pid": os.getpid(), "host": socket.gethostname(), "gpu": gpu}

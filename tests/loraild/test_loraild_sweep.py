@@ -176,3 +176,17 @@ def test_a_pool_started_ahead_is_the_sweeps_and_an_unused_one_is_stopped(tmp_pat
     assert not dispatch._PRESTARTED
     dispatch.prestart("cpu", 1)  # one lane: nothing to start
     assert not dispatch._PRESTARTED
+
+
+def test_worker_info_names_the_gpu_a_run_trains_on(monkeypatch):
+    """A sweep's lane 0 sees every GPU (``0,1`` or none set) and trains on the first; a spawned lane
+    sees its own only: ``worker.gpu`` is the physical id either way."""
+    import torch
+
+    from paperlib.loraild.train import worker_info
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    assert worker_info(torch.device("cuda", 0))["gpu"] == "3" and worker_info(torch.device("cuda", 1))["gpu"] == "5"
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    assert worker_info(torch.device("cuda", 1))["gpu"] == "1" and worker_info(torch.device("cpu"))["gpu"] is None
+    assert worker_info()["pid"] == os.getpid()
