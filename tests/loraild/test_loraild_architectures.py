@@ -9,17 +9,23 @@ from paperlib.loraild.features import LoraFeatureRecorder, lora_a_modules
 from paperlib.loraild.models import (ModelLoadError, build_student, build_teacher, encoder_layers, lora_targets)
 
 
-@pytest.fixture(scope="module")
-def tiny_mpnet(tmp_path_factory, tiny):
-    from transformers import AutoTokenizer, MPNetConfig, MPNetForSequenceClassification
+def _tiny_model(root, tiny, config_cls, model_cls, layers: int) -> str:
+    """A tiny random classifier of ``model_cls`` saved with the tiny fixture's tokenizer."""
+    from transformers import AutoTokenizer
 
-    root = tmp_path_factory.mktemp("mpnet")
     torch.manual_seed(0)
-    cfg = MPNetConfig(vocab_size=100, hidden_size=32, num_hidden_layers=4, num_attention_heads=2,
-                      intermediate_size=64, max_position_embeddings=80, pad_token_id=0)
-    MPNetForSequenceClassification(cfg).save_pretrained(root)
+    cfg = config_cls(vocab_size=100, hidden_size=32, num_hidden_layers=layers, num_attention_heads=2,
+                     intermediate_size=64, max_position_embeddings=80, pad_token_id=0)
+    model_cls(cfg).save_pretrained(root)
     AutoTokenizer.from_pretrained(tiny.teacher).save_pretrained(root)
     return str(root)
+
+
+@pytest.fixture(scope="module")
+def tiny_mpnet(tmp_path_factory, tiny):
+    from transformers import MPNetConfig, MPNetForSequenceClassification
+
+    return _tiny_model(tmp_path_factory.mktemp("mpnet"), tiny, MPNetConfig, MPNetForSequenceClassification, 4)
 
 
 def test_mpnet_hooks_record_x_times_A_transpose(tiny_mpnet):
@@ -60,15 +66,9 @@ def test_unknown_architecture_is_a_clear_error():
 
 @pytest.fixture(scope="module")
 def tiny_bert(tmp_path_factory, tiny):
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+    from transformers import BertConfig, BertForSequenceClassification
 
-    root = tmp_path_factory.mktemp("bert")
-    torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                     intermediate_size=64, max_position_embeddings=80, pad_token_id=0)
-    BertForSequenceClassification(cfg).save_pretrained(root)
-    AutoTokenizer.from_pretrained(tiny.teacher).save_pretrained(root)
-    return str(root)
+    return _tiny_model(tmp_path_factory.mktemp("bert"), tiny, BertConfig, BertForSequenceClassification, 2)
 
 
 @pytest.mark.parametrize("arch", ["roberta", "bert", "mpnet"])
