@@ -339,4 +339,5 @@ class RayPool:
 
 
 __all__ = ["WorkerPlan", "visible_gpus", "under_launcher", "plan_workers", "shard_configs", "parse_shard",
-           "absolute", "precompute", "torch_threads", "LocalPool", "prestart", "local_pool", "discard_prestarted", "import_ray", "ray_connect", "ray_gpus_per_run", "RayPool"]
+           "absolute", "precompute", "torch_threads", "LocalPool", "prestart", "local_pool", "discard_prestarted",
+           "import_ray", "ray_connect", "ray_gpus_per_run", "RayPool"]

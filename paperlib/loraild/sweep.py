@@ -11,9 +11,9 @@ CPU, ``workers=2`` runs two students at a time in two processes of one thread ea
 that is about 1.3x the throughput of one process with two threads, and it does not collapse when
 another program keeps a core busy.  A sweep that trained runs in several lanes returns one line of
 its timeline (:func:`lane_line`, printed by ``python -m paperlib sweep``): how busy the lanes were,
-when each started, how long each idled at the end.  ``backend="ray"`` hands the runs to a Ray cluster, ``shard`` splits the grid
-for a job array (:mod:`dispatch`).  Results do not depend on where runs execute (every run is
-seeded on its own).
+when each started, how long each idled at the end.  ``backend="ray"`` hands the runs to a Ray
+cluster, ``shard`` splits the grid for a job array (:mod:`dispatch`).  Results do not depend on
+where runs execute (every run is seeded on its own).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from accelerate import PartialState
 from tqdm import tqdm
 
 from paperlib.loraild.config import METHOD_NAMES, METHODS, RunConfig, check_method, check_task
-from paperlib.loraild.dispatch import (RayPool, local_pool, absolute, plan_workers, precompute, ray_connect,
+from paperlib.loraild.dispatch import (RayPool, absolute, local_pool, plan_workers, precompute, ray_connect,
                                       ray_gpus_per_run, shard_configs, under_launcher)
 from paperlib.loraild.teacher import outputs_cached
 from paperlib.loraild.train import is_finished, load_result, needed_parts, run, teacher_finished, train_teacher
