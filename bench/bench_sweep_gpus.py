@@ -35,6 +35,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_loraild_ddp import finish, write_models, write_sst2  # noqa: E402
 
 
+def link_or_copy(src: str, dst: str) -> None:
+    """A hard link (the teacher's cached outputs are GBs, and only read), else a copy."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
 def sweep(args: list[str], env: dict, log: Path) -> tuple[float, str]:
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "paperlib", "sweep", *args], env=env, capture_output=True, text=True)
@@ -92,9 +100,9 @@ def main() -> int:
         if first_results is None:  # the teacher and its cached outputs: trained once, untimed, copied for the second sweep
             sweep(common + ["--results-dir", str(results), "--teachers-only"], env, work / f"teacher-{label}.log")
             first_results = results
-            shutil.copytree(results, work / "results-teachers")
+            shutil.copytree(results, work / "results-teachers", copy_function=link_or_copy)
         else:
-            shutil.copytree(work / "results-teachers", results)
+            shutil.copytree(work / "results-teachers", results, copy_function=link_or_copy)
         wall, stdout = sweep(common + ["--results-dir", str(results), *extra], run_env, work / f"sweep-{label}.log")
         files = sorted(results.rglob("seed*.json"))
         ran = next((line for line in stdout.splitlines() if line.startswith("ran ")), "?")
