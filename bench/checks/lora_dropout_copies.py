@@ -13,8 +13,14 @@ Usage: ``python bench/checks/lora_dropout_copies.py`` on a GPU (bf16, N = 4096 a
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from timing import cuda_ms  # noqa: E402
 
 
 def copies(x: torch.Tensor, how: str) -> torch.Tensor:
@@ -35,16 +41,7 @@ def time_variant(how: str, n: int, d: int, r: int, dtype, p: float = 0.05, iters
         h = torch.bmm(a, xs.transpose(1, 2)).transpose(1, 2)
         h.backward(g)
 
-    for _ in range(5):
-        step()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    torch.cuda.synchronize()
-    start.record()
-    for _ in range(iters):
-        step()
-    end.record()
-    torch.cuda.synchronize()
-    return start.elapsed_time(end) / iters
+    return cuda_ms(step, iters, warmup=5)
 
 
 def main() -> None:

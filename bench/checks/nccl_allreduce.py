@@ -11,22 +11,14 @@ Usage: ``torchrun --standalone --nproc_per_node 2 bench/checks/nccl_allreduce.py
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
-
-def timed(fn, iters: int = 20) -> float:
-    for _ in range(3):
-        fn()
-    torch.cuda.synchronize()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(iters):
-        fn()
-    end.record()
-    torch.cuda.synchronize()
-    return start.elapsed_time(end) / iters
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from timing import cuda_ms  # noqa: E402
 
 
 def main() -> None:
@@ -36,8 +28,8 @@ def main() -> None:
     n = 82_000_000
     grad = torch.randn(n, device="cuda")
     buckets = list(grad.split(25 * 2**20 // 4))
-    whole = timed(lambda: dist.all_reduce(grad))
-    split = timed(lambda: [dist.all_reduce(b) for b in buckets])
+    whole = cuda_ms(lambda: dist.all_reduce(grad))
+    split = cuda_ms(lambda: [dist.all_reduce(b) for b in buckets])
     if rank == 0:
         nbytes = grad.numel() * 4
         bus = 2 * (world - 1) / world * nbytes / (whole / 1e3) / 1e9
