@@ -230,9 +230,10 @@ class RunConfig:
     # with fixed shapes, i.e. padding to max_length; eager otherwise; see compile_mode),
     # "default", "reduce-overhead" (3-4x faster steps at 32 x 128 on an H100, bench/README.md),
     # "max-autotune", "max-autotune-no-cudagraphs".  Not the default on GPUs: compiled steps train
-    # like eager ones, but a whole fp32 CLI run at 128 x 128 was slower compiled (86.5 s against
-    # 47.1 s on an H200, bench/README.md section 7), mostly compiling again for evaluation and
-    # cluster features; those now run the eager code (models.eager_calls; not yet timed on a GPU).
+    # like eager ones, and evaluation and cluster features run the eager code (models.eager_calls),
+    # but in fp32 at 128 x 128 a compiled step is only 3.5% faster and compiling costs ~17 s, which
+    # pays back after ~4,000 steps (59.9 s against 41.5 s for a 300-step run on an H100,
+    # bench/README.md section 7, round 5).
     # An execution choice like ``device``: it is not part of the results' key.
     compile: str | None = None
     # take the authors' per-method settings (lr, weight decay, curriculum start / schedule / final,

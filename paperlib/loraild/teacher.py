@@ -180,7 +180,7 @@ def teacher_outputs(cfg: RunConfig, acc: Accelerator, parts: tuple[str, ...], n_
     if acc.num_processes > 1:
         # a finished cache (e.g. prepared by a sweep) is read by every process at once; one still
         # to compute is computed by the main process and sent to the others over the process group
-        ready = [acc.is_main_process and all(tc.part_path(folder, p).exists() for p in parts)]
+        ready = [acc.is_main_process and outputs_cached(cfg, parts)]
         broadcast_object_list(ready)
         if ready[0]:
             return _load_or_compute(cfg, acc, prep, folder, parts).to(acc.device), None, None

@@ -103,7 +103,7 @@ def run(cfg: RunConfig, accelerator: Accelerator | None = None) -> dict:
 
     The result records the wall seconds of each phase (``phases_s``: data, teacher, teacher_outputs,
     setup, steps, evaluation, saving, clusters), when it started (``started_unix``) and where
-    (``worker``: pid, host, ``CUDA_VISIBLE_DEVICES``).
+    (``worker``: pid, host, GPU; :func:`worker_info`).
     """
     cfg = cfg.resolved()
     done = load_result(cfg)
