@@ -72,9 +72,6 @@ class BackgroundWrite:
         self._thread = threading.Thread(target=work, name=name, daemon=False)
         self._thread.start()
 
-    def done(self) -> bool:
-        return not self._thread.is_alive()
-
     def wait(self, raise_error: bool = True) -> None:
         self._thread.join()
         if self.error is not None and raise_error:
