@@ -89,21 +89,23 @@ def finish(args: argparse.Namespace, work: Path, figures: dict) -> int:
     return 0
 
 
-def launch(nproc: int, gpu: bool, cli_args: list[str], log: Path) -> float:
-    """Run the CLI in ``nproc`` processes; returns the wall-clock seconds."""
+def launch(nproc: int, gpu: bool, cli_args: list[str], log: Path, entry: list[str] | None = None) -> float:
+    """Run the CLI in ``nproc`` processes; returns the wall-clock seconds.  ``entry``: a script and its
+    options to run instead of ``-m paperlib`` (``profile_cli_steps.py``)."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    program = entry or ["-m", "paperlib"]
     if nproc == 1:
-        cmd = [sys.executable, "-m", "paperlib", "loraild", *cli_args]
+        cmd = [sys.executable, *program, "loraild", *cli_args]
         if gpu:
             env["CUDA_VISIBLE_DEVICES"] = env.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0]
     elif gpu:
         cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(nproc),
                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-               "-m", "paperlib", "loraild", *cli_args]
+               *program, "loraild", *cli_args]
     else:
         env["OMP_NUM_THREADS"] = "1"
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-               "-m", "paperlib", "loraild", *cli_args]
+               *program, "loraild", *cli_args]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - t0
@@ -111,6 +113,49 @@ def launch(nproc: int, gpu: bool, cli_args: list[str], log: Path) -> float:
     if proc.returncode:
         raise SystemExit(f"{nproc}-process run failed (exit {proc.returncode}); log {log}:\n{proc.stderr[-4000:]}")
     return wall
+
+
+def one_epoch(cli: list[str], batch: int) -> list[str]:
+    """``cli`` for one epoch at global batch ``batch`` (the same data: the same prepared teacher)."""
+    out = list(cli)
+    for opt, value in (("--epochs", "1"), ("--batch-size", str(batch))):
+        out[out.index(opt) + 1] = value
+    return out
+
+
+def half_batch_run(args, gpu: bool, cli: list[str], prepared: Path | None, work: Path) -> dict:
+    """One process at the per-process batch of the N-process run, one epoch: its step time is what
+    each of the N processes would take per step if data parallelism cost nothing."""
+    batch = args.global_batch // args.nproc
+    results = work / "results-half"
+    shutil.rmtree(results, ignore_errors=True)
+    if prepared is not None:
+        shutil.copytree(prepared, results)
+    launch(1, gpu, one_epoch(cli, batch) + ["--results-dir", str(results)], work / "log-half.txt")
+    h = json.loads(sorted(results.rglob("seed0-*.json"))[0].read_text())["history"][0]
+    ms = 1e3 * h["steps_s"] / max(h["steps"], 1)
+    print(f"1 process at batch {batch} (one epoch, {h['steps']} steps): {ms:.1f} ms per step", flush=True)
+    return {"batch": batch, "steps": h["steps"], "step_ms": ms}
+
+
+def profile_runs(args, gpu: bool, cli: list[str], prepared: Path | None, work: Path) -> dict:
+    """Profiled one-epoch runs: 1 process at the per-process batch, N processes at the global batch."""
+    script = str(Path(__file__).resolve().parent / "profile_cli_steps.py")
+    out = work / "profiles"
+    tables = {}
+    for n, batch in ((1, args.global_batch // args.nproc), (args.nproc, args.global_batch)):
+        results = work / f"results-profile-{n}"
+        shutil.rmtree(results, ignore_errors=True)
+        if prepared is not None:
+            shutil.copytree(prepared, results)
+        first = min(20, args.steps_per_epoch // 3)  # after the warm-up steps, within the epoch
+        count = max(1, min(args.profile_steps, args.steps_per_epoch - first - 1))
+        entry = [script, "--profile-out", str(out), "--profile-from", str(first), "--profile-steps", str(count)]
+        launch(n, gpu, one_epoch(cli, batch) + ["--results-dir", str(results)], work / f"log-profile-{n}.txt", entry)
+        for f in sorted(out.glob(f"profile_{n}proc_rank*.txt")):
+            tables[f.name] = f.read_text()
+            print(f"{f.name}: {f.read_text().splitlines()[1]}", flush=True)
+    return tables
 
 
 def main() -> int:
@@ -128,6 +173,12 @@ def main() -> int:
                          "does per task); --no-precompute times them inside each run")
     ap.add_argument("--prepare-only", action="store_true",
                     help="only write the models, data and prepared teacher into --out (a later call times the runs)")
+    ap.add_argument("--half-batch", action="store_true",
+                    help="also time one process at the per-process batch (global / N) for one epoch: what a "
+                         "data-parallel step could take at best")
+    ap.add_argument("--profile-steps", type=int, default=0,
+                    help="then profile N stage-2 steps (from step 20) of a one-epoch run in one process at the "
+                         "per-process batch and in N processes (bench/profile_cli_steps.py); tables in --out")
     ap.add_argument("--tiny", action="store_true", help="tiny models, gloo on the CPU")
     ap.add_argument("--out", default=None, help="work folder (default: a temporary one, removed)")
     ap.add_argument("--json", default=None)
@@ -198,12 +249,21 @@ def main() -> int:
                    "result_files": len(found), "teacher_files": len(teachers), "checkpoints_left": leftovers,
                    "train_loss": [h["train"]["loss"] for h in result["history"]],
                    "inter": [h["train"].get("inter") for h in result["history"]],
-                   "valid": [h["valid_score"] for h in result["history"]]}
+                   "valid": [h["valid_score"] for h in result["history"]], "history": result["history"]}
         print(f"{n} process(es) on {result['device']}: wall {wall:.1f} s (teacher {teacher['elapsed_s']:.1f} s, "
               f"stage 2 {result['elapsed_s']:.1f} s); result files {len(found)}, teacher files {len(teachers)}, "
               f"checkpoints left {len(leftovers)}", flush=True)
+    for n, res in runs.items():
+        per_epoch = [round(1e3 * h["steps_s"] / max(h["steps"], 1), 1) for h in res.pop("history")]
+        res["step_ms_by_epoch"] = per_epoch
+        print(f"  {n} process(es): ms per optimizer step, by epoch: {per_epoch}", flush=True)
+    extra = {}
+    if args.half_batch and args.nproc > 1:
+        extra["half_batch"] = half_batch_run(args, gpu, cli, prepared, work)
+    if args.profile_steps and args.nproc > 1:
+        extra["profiles"] = profile_runs(args, gpu, cli, prepared, work)
     if args.nproc == 1:
-        return finish(args, work, {"args": vars(args), "gpu": gpu, "runs": runs})
+        return finish(args, work, {"args": vars(args), "gpu": gpu, "runs": runs, **extra})
     one, many = runs[1], runs[args.nproc]
     print(f"\n{'epoch':>5s} {'loss, 1 proc':>14s} {f'loss, {args.nproc} procs':>14s} {'rel. diff':>10s}")
     diffs = []
@@ -224,7 +284,7 @@ def main() -> int:
     print(f"\nspeed-up with {args.nproc} processes: {summary['speedup_wall']:.2f}x wall clock (process starts "
           f"included), {stage1}, {summary['speedup_stage2']:.2f}x stage 2 (the run's elapsed_s); "
           f"largest relative difference of the epoch losses {summary['max_rel_loss_diff']:.1e}")
-    return finish(args, work, {"args": vars(args), "gpu": gpu, "runs": runs, "summary": summary})
+    return finish(args, work, {"args": vars(args), "gpu": gpu, "runs": runs, "summary": summary, **extra})
 
 
 if __name__ == "__main__":

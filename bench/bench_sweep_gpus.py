@@ -43,14 +43,15 @@ def link_or_copy(src: str, dst: str) -> None:
         shutil.copy2(src, dst)
 
 
-def sweep(args: list[str], env: dict, log: Path) -> tuple[float, str]:
-    t0 = time.perf_counter()
+def sweep(args: list[str], env: dict, log: Path) -> tuple[float, str, float]:
+    """Run one sweep process; returns its wall time, its stdout and its start (unix seconds)."""
+    start_unix, t0 = time.time(), time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "paperlib", "sweep", *args], env=env, capture_output=True, text=True)
     wall = time.perf_counter() - t0
     log.write_text(proc.stdout + proc.stderr)
     if proc.returncode:
         raise SystemExit(f"sweep failed (exit {proc.returncode}); log {log}:\n{proc.stderr[-4000:]}")
-    return wall, proc.stdout
+    return wall, proc.stdout, start_unix
 
 
 def main() -> int:
@@ -103,7 +104,7 @@ def main() -> int:
             shutil.copytree(results, work / "results-teachers", copy_function=link_or_copy)
         else:
             shutil.copytree(work / "results-teachers", results, copy_function=link_or_copy)
-        wall, stdout = sweep(common + ["--results-dir", str(results), *extra], run_env, work / f"sweep-{label}.log")
+        wall, stdout, start_unix = sweep(common + ["--results-dir", str(results), *extra], run_env, work / f"sweep-{label}.log")
         files = sorted(results.rglob("seed*.json"))
         ran = next((line for line in stdout.splitlines() if line.startswith("ran ")), "?")
         lanes = next((line for line in stdout.splitlines() if " lanes: runs busy " in line), None)  # sweep.lane_line
@@ -118,9 +119,18 @@ def main() -> int:
                       "distinct_runs": len(losses), "reported": ran, "lanes": lanes, "per_run": per_run,
                       "log_tail": (work / f"sweep-{label}.log").read_text()[-3000:], "losses": {f"{m}/{s}": v for (m, s), v in losses.items()}}
         busy = sum(v["elapsed_s"] or 0 for v in per_run.values())
+        # the sweep process's own seconds: before its first run starts, after its last run ends
+        starts = [v["started_unix"] for v in per_run.values() if v["started_unix"]]
+        ends = [v["started_unix"] + v["elapsed_s"] for v in per_run.values() if v["started_unix"] and v["elapsed_s"]]
+        if starts and ends:
+            out[label]["before_runs_s"] = min(starts) - start_unix
+            out[label]["after_runs_s"] = start_unix + wall - max(ends)
         print(f"{label}: {n_runs} runs in {wall:.1f} s (the runs' own elapsed_s add up to {busy:.1f} s) = {out[label]['runs_per_hour']:.0f} runs/hour; "
               f"result files {len(files)} ({len(losses)} distinct runs); sweep said: {ran}", flush=True)
         print(f"  {lanes or 'one lane (no timeline line)'}", flush=True)
+        if "before_runs_s" in out[label]:
+            print(f"  sweep process: {out[label]['before_runs_s']:.1f} s before its first run started, "
+                  f"{out[label]['after_runs_s']:.1f} s after its last run ended", flush=True)
     (a, b) = out.values()
     diffs = [abs(x - y) / max(abs(x), 1e-12) for k in a["losses"] for x, y in zip(a["losses"][k], b["losses"].get(k, []))]
     summary = {"runs_per_hour_ratio": b["runs_per_hour"] / a["runs_per_hour"],

@@ -153,8 +153,20 @@ sixth2)  # sixth round, part 2: a sweep of 8 runs of about 20 s, lanes started a
   step "$OUT/multi.log" python bench/bench_sweep_gpus.py --methods vanilla_kd loraild_fixed loraild_average \
     loraild_random_step --seeds 2 --epochs 2 --steps-per-epoch 80 --json "$OUT/sweep_8runs.json"
   ;;
+seventh1)  # seventh round, part 1: data-parallel with pinned batches, DDP's bucket views, the cache read in shares;
+  # the lone half-batch step and profiles of both step kinds in the same call
+  DDP="--nproc 2 --global-batch 128 --steps-per-epoch 100 --epochs 3 --words 24"
+  step "$OUT/multi.log" python bench/bench_loraild_ddp.py $DDP --out /tmp/ddp-bench --prepare-only
+  step "$OUT/multi.log" python bench/bench_loraild_ddp.py $DDP --out /tmp/ddp-bench --half-batch --profile-steps 20 \
+    --json "$OUT/ddp_b128.json"
+  cp /tmp/ddp-bench/profiles/*.txt "$OUT/" 2>/dev/null
+  ;;
+seventh2)  # seventh round, part 2: a sweep of 16 runs of about 17 s (4 methods x 4 seeds, 2 epochs x 60 steps)
+  step "$OUT/multi.log" python bench/bench_sweep_gpus.py --methods vanilla_kd loraild_fixed loraild_average \
+    loraild_random_step --seeds 4 --epochs 2 --steps-per-epoch 60 --json "$OUT/sweep_16runs.json"
+  ;;
 *)
-  echo "usage: bash bench/run_gpu_benches.sh single|multi|sweep|final|third1|third2|fourth1|fourth2|fifth1|fifth2|sixth1|sixth2" >&2
+  echo "usage: bash bench/run_gpu_benches.sh single|multi|sweep|final|third1|third2|fourth1|fourth2|fifth1|fifth2|sixth1|sixth2|seventh1|seventh2" >&2
   exit 2
   ;;
 esac

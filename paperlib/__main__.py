@@ -6,14 +6,21 @@ import argparse
 import importlib
 import sys
 
-#: modules that each add their sub-commands with ``register(subparsers)``
-COMMAND_MODULES = ("paperlib.swap.cli", "paperlib.loraild.cli", "paperlib.rewire.cli")
+#: the module that adds each sub-command (with ``register(subparsers)``)
+COMMANDS = {"swap": "paperlib.swap.cli", "loraild": "paperlib.loraild.cli", "sweep": "paperlib.loraild.cli",
+            "rewire": "paperlib.rewire.cli"}
+COMMAND_MODULES = tuple(dict.fromkeys(COMMANDS.values()))
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every sub-command, or only of ``command``'s module when it names one.
+
+    Each module imports what its commands need (torch, scipy, ...): a sweep should not wait for
+    the swap analysis' imports before it starts its worker processes.
+    """
     parser = argparse.ArgumentParser(prog="python -m paperlib", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in COMMAND_MODULES:
+    for name in (COMMANDS[command],) if command in COMMANDS else COMMAND_MODULES:
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as err:
@@ -25,7 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(argv[0] if argv else None).parse_args(argv)
     return int(args.func(args) or 0)
 
 

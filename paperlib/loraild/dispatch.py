@@ -171,6 +171,8 @@ class LocalPool:
         self.plan = plan
         self.spawned = plan.workers - 1
         self._pool: ProcessPoolExecutor | None = None
+        self._feeders: list[threading.Thread] = []  # the threads handing jobs to the spawned lanes
+        self._stops: list[threading.Event] = []
         if self.spawned < 1:
             return
         ctx = multiprocessing.get_context("spawn")
@@ -188,7 +190,17 @@ class LocalPool:
         return self
 
     def __exit__(self, *exc) -> None:
-        if self._pool is not None:
+        if self._pool is None:
+            return
+        for stop in self._stops:  # no lane takes another job
+            stop.set()
+        for t in self._feeders:  # a feeder ends when its lane's job (if any) has returned
+            t.join(timeout=None if exc[0] is None else 0)
+        if exc[0] is None and not any(t.is_alive() for t in self._feeders):
+            # every job has returned and no lane holds one: stop the idle workers instead of waiting
+            # for each to shut down its interpreter and CUDA context (seconds at the sweep's end)
+            self.discard()
+        else:
             self._pool.shutdown(wait=True, cancel_futures=exc[0] is not None)
 
     def discard(self) -> None:
@@ -213,6 +225,7 @@ class LocalPool:
         """
         todo = deque(jobs.items())
         take_lock, stop = threading.Lock(), threading.Event()
+        self._stops.append(stop)
         done: queue.SimpleQueue = queue.SimpleQueue()  # (key, error or None, result) of spawned lanes
 
         def take():
@@ -237,6 +250,7 @@ class LocalPool:
 
         feeders = [threading.Thread(target=feed, args=(w,), name=f"lane-{w + 1}-feeder", daemon=True)
                    for w in range(self.spawned if jobs else 0)]
+        self._feeders += feeders
         for t in feeders:
             t.start()
         remaining = len(jobs)

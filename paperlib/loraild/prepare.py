@@ -58,13 +58,14 @@ def loaders(acc: Accelerator, prep: Prepared, cfg: RunConfig, seed: int):
         raise ValueError(f"batch_size {cfg.batch_size} is not a multiple of {acc.num_processes} processes")
     per_process = cfg.batch_size // acc.num_processes
     sampler = EpochPermutation(len(prep.encoded["train"]), seed, lengths, per_process)
-    train = make_loader(prep.encoded["train"], per_process, collate, sampler)
+    pin = acc.device.type == "cuda"  # asynchronous copies to the GPU (runtime.get_accelerator: non_blocking)
+    train = make_loader(prep.encoded["train"], per_process, collate, sampler, pin_memory=pin)
     # scoring pads each (length-sorted) batch to its longest sequence even where training pads to
     # max_length: the logits are the same up to rounding (padded keys are masked out of attention),
     # and sentences far shorter than max_length cost a fraction of the time
     score = Collator(pad_id, cfg.max_length, pad_to_max=False)
     valid = make_loader(prep.encoded["valid"], cfg.eval_batch_size, score,
-                        LengthOrder(prep.encoded["valid"].lengths()))
+                        LengthOrder(prep.encoded["valid"].lengths()), pin_memory=pin)
     test = make_loader(prep.encoded["test"], cfg.eval_batch_size, score,
-                       LengthOrder(prep.encoded["test"].lengths()))
+                       LengthOrder(prep.encoded["test"].lengths()), pin_memory=pin)
     return sampler, train, valid, test, collate

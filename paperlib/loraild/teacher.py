@@ -77,6 +77,7 @@ def train_teacher(cfg: RunConfig, accelerator: Accelerator | None = None) -> dic
 
 
 def _train_teacher(cfg: RunConfig, acc: Accelerator, tdir: Path) -> dict:
+    tc.release_device()  # an earlier run's teacher outputs held on the GPU: not while a teacher trains
     prep = prepare_data(cfg)
     spec = prep.data.spec
     t0 = time.time()
@@ -178,19 +179,23 @@ def teacher_outputs(cfg: RunConfig, acc: Accelerator, parts: tuple[str, ...], n_
         return None, live, LoraFeatureRecorder(live) if "lora" in parts else None
     folder = cache_folder(cfg)
     if acc.num_processes > 1:
-        # a finished cache (e.g. prepared by a sweep) is read by every process at once; one still
-        # to compute is computed by the main process and sent to the others over the process group
+        # a finished cache (e.g. prepared by a sweep) is read a share per process and gathered over
+        # the process group; one still to compute is computed by the main process and sent to the others
         ready = [acc.is_main_process and outputs_cached(cfg, parts)]
         broadcast_object_list(ready)
         if ready[0]:
-            return _load_or_compute(cfg, acc, prep, folder, parts).to(acc.device), None, None
+            cache = tc.read_sharded(folder, parts, acc.device)
+            if cache is not None:
+                return cache, None, None
+            # an incomplete file: every process found it so (the same file); read and repaired as below
+            return tc.on_device(folder, _load_or_compute(cfg, acc, prep, folder, parts), acc.device), None, None
         cache = None
         if acc.is_main_process:
             cache = _load_or_compute(cfg, acc, prep, folder, parts).to(acc.device)
         return tc.broadcast(cache, acc.device), None, None
     cache = _load_or_compute(cfg, acc, prep, folder, parts)
     if acc.device.type != "cpu":  # lookups become one gather on the device (size bounded as above)
-        cache = cache.to(acc.device)
+        cache = tc.on_device(folder, cache, acc.device)  # kept there for the process's next run
     return cache, None, None
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import torch
 
 from paperlib.loraild.encoding import Collator, encode, make_loader
@@ -129,3 +132,92 @@ def test_cache_without_padding_mask_keeps_every_position(tiny):
             expected += [feats[row].flatten(1) for row in range(feats.shape[0])]
     assert torch.equal(store["offsets"], torch.arange(0, 16 * 7, 16))
     assert torch.allclose(store["flat"], torch.cat(expected).float(), atol=1e-6)
+
+
+def test_device_copy_of_the_cache_is_reused_by_the_next_run_and_dropped_when_not_read(tmp_path):
+    """``on_device`` moves a part once per process and device (a sweep lane's next run reuses it),
+    moves it again when the host value changed (read anew), and drops parts the run does not read.
+    The ``meta`` device makes the moves observable on the CPU: each move is a new meta tensor."""
+    from paperlib.loraild import teacher_cache as tc
+
+    tc.clear_memory()
+    logits = torch.randn(5, 2)
+    lora = {"flat": torch.randn(20, 6), "offsets": torch.arange(0, 25, 5), "shape": (1, 3, 2)}
+    a, b = tmp_path / "task-a", tmp_path / "task-b"
+    try:
+        first = tc.on_device(a, TeacherCache({"logits": logits, "lora": lora}), "meta")
+        assert first.parts["logits"].device.type == "meta" and first.parts["lora"]["shape"] == (1, 3, 2)
+        again = tc.on_device(a, TeacherCache({"logits": logits, "lora": lora}), "meta")
+        assert again.parts["logits"] is first.parts["logits"]
+        assert again.parts["lora"]["flat"] is first.parts["lora"]["flat"]
+        # a run reading only the logits: the LoRA part leaves the device, the logits stay
+        only = tc.on_device(a, TeacherCache({"logits": logits}), "meta")
+        assert only.parts["logits"] is first.parts["logits"]
+        assert [k for k in tc._ON_DEVICE] == [("meta", f"{a}/logits")]
+        # the same part read anew (another host object) or another folder: moved again
+        reread = tc.on_device(a, TeacherCache({"logits": logits.clone()}), "meta")
+        assert reread.parts["logits"] is not first.parts["logits"]
+        other = tc.on_device(b, TeacherCache({"logits": logits}), "meta")
+        assert other.parts["logits"] is not reread.parts["logits"]
+        assert list(tc._ON_DEVICE) == [("meta", f"{b}/logits")]
+        tc.release_device()
+        assert not tc._ON_DEVICE
+    finally:
+        tc.clear_memory()
+
+
+SHARDED_READ = '''
+import sys, torch, torch.distributed as dist
+from pathlib import Path
+from paperlib.loraild import teacher_cache as tc
+dist.init_process_group("gloo")
+rank = dist.get_rank()
+folders = [Path(p) for p in sys.argv[1:3]]
+for folder in folders:
+    parts = ("logits", "lora", "pooled") if (folder / "pooled.safetensors").exists() else ("logits", "lora")
+    got = tc.read_sharded(folder, parts, "cpu")
+    for part in parts:
+        want = tc.read_part(tc.part_path(folder, part), part)
+        if part == "lora":
+            assert torch.equal(got.parts[part]["flat"], want["flat"]), (rank, part)
+            assert torch.equal(got.parts[part]["offsets"], want["offsets"]) and got.parts[part]["shape"] == want["shape"]
+        else:
+            assert torch.equal(got.parts[part], want), (rank, part)
+again = tc.read_sharded(folders[1], ("logits", "lora"), "cpu")
+assert again.parts["logits"] is got.parts["logits"]  # held for the next run
+assert tc.read_sharded(Path(sys.argv[3]), ("logits",), "cpu") is None  # incomplete: no collective started
+Path(sys.argv[4], f"rank{rank}").write_text("ok")
+'''
+
+
+def test_each_process_reads_a_share_of_the_cache_and_gathers_the_rest(tmp_path):
+    """Two gloo processes each read half the rows of every part (odd counts; one process with no
+    row at all) and all-gather the rest: the parts equal a whole read; a truncated file gives None
+    in every process before any collective."""
+    import subprocess
+    import sys
+
+    from paperlib.loraild import teacher_cache as tc
+
+    torch.manual_seed(0)
+    odd, one, cut = tmp_path / "odd", tmp_path / "one", tmp_path / "cut"
+    for folder, n, rows in ((odd, 7, 13), (one, 1, 3)):
+        folder.mkdir()
+        tc.save_part(tc.part_path(folder, "logits"), "logits", torch.randn(n, 2))
+        tc.save_part(tc.part_path(folder, "lora"), "lora", {"flat": torch.randn(rows, 6),
+                                                           "offsets": torch.linspace(0, rows, n + 1).long(),
+                                                           "shape": (1, 3, 2)})
+    tc.save_part(tc.part_path(odd, "pooled"), "pooled", torch.randn(7, 3, 4))
+    cut.mkdir()
+    tc.save_part(tc.part_path(cut, "logits"), "logits", torch.randn(9, 2))
+    data = tc.part_path(cut, "logits").read_bytes()
+    tc.part_path(cut, "logits").write_bytes(data[:-8])  # a write cut short
+    assert tc.whole_file(tc.part_path(odd, "logits")) and tc.whole_file(tc.part_path(cut, "logits")) is None
+    script = tmp_path / "read.py"
+    script.write_text(SHARDED_READ)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           str(script), str(odd), str(one), str(cut), str(tmp_path)],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(p.name for p in tmp_path.glob("rank*")) == ["rank0", "rank1"]

@@ -190,3 +190,57 @@ def test_worker_info_names_the_gpu_a_run_trains_on(monkeypatch):
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
     assert worker_info(torch.device("cuda", 1))["gpu"] == "1" and worker_info(torch.device("cpu"))["gpu"] is None
     assert worker_info()["pid"] == os.getpid()
+
+
+def finishing_job(key: int, seconds: float, log: str):
+    """Logs its start, sleeps, logs its end."""
+    with open(log, "a") as fh:
+        fh.write(f"start {key}\n")
+    time.sleep(seconds)
+    with open(log, "a") as fh:
+        fh.write(f"end {key}\n")
+    return key
+
+
+def test_idle_workers_are_stopped_at_the_end_and_a_running_job_is_never_cut(tmp_path):
+    """After the last result the spawned workers are terminated (SIGTERM: no wait for their
+    interpreter and CUDA context to shut down); a caller that stops early leaves the block only once
+    the job a spawned lane runs has returned, and no lane starts another."""
+    import signal
+
+    log = tmp_path / "jobs.log"
+    pool = LocalPool(WorkerPlan(2, ({}, {}), 1))
+    workers = list(pool._pool._processes.values())
+    with pool:
+        assert sorted(pool.map_unordered(finishing_job, {k: (k, 0.01, str(log)) for k in range(4)})) == \
+            [(k, k) for k in range(4)]
+    for w in workers:
+        w.join(timeout=30)
+        assert w.exitcode == -signal.SIGTERM
+    assert not any(t.name.startswith("lane-") for t in threading.enumerate())
+
+    log.unlink()
+    pool = LocalPool(WorkerPlan(2, ({}, {}), 1))
+    with pool:
+        for _ in pool.map_unordered(finishing_job, {k: (k, 1.0, str(log)) for k in range(8)}):
+            break  # the first result (lane 0's or the spawned lane's); the other lane may be mid-job
+    lines = log.read_text().splitlines()
+    started = {line.split()[1] for line in lines if line.startswith("start")}
+    ended = {line.split()[1] for line in lines if line.startswith("end")}
+    assert started == ended and len(started) < 8
+
+
+def test_the_sweep_command_imports_only_its_own_module():
+    """``python -m paperlib sweep`` builds only paper B's parser: the swap and rewire modules (torch,
+    scipy) are not imported before the sweep starts its workers; with no command every one is."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from paperlib.__main__ import build_parser; build_parser({!r}); "
+            "print(sorted(m for m in ('paperlib.swap.cli', 'paperlib.rewire.cli', 'paperlib.loraild.cli', 'torch') "
+            "if m in sys.modules))")
+    root = Path(__file__).resolve().parents[2]
+    out = {cmd: subprocess.run([sys.executable, "-c", code.format(cmd)], capture_output=True, text=True, cwd=root,
+                               check=True).stdout.strip() for cmd in ("sweep", None)}
+    assert out["sweep"] == "['paperlib.loraild.cli']"
+    assert out[None] == "['paperlib.loraild.cli', 'paperlib.rewire.cli', 'paperlib.swap.cli', 'torch']"
