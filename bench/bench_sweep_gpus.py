@@ -64,6 +64,9 @@ def main() -> int:
     ap.add_argument("--max-length", type=int, default=128)
     ap.add_argument("--test", type=int, default=872, help="test (and cluster) examples per run")
     ap.add_argument("--tiny", action="store_true", help="tiny models on the CPU, 2 worker processes")
+    ap.add_argument("--prepare-only", action="store_true",
+                    help="only write the models, data and the stage-1 teacher with its cached outputs into --out "
+                         "(a later call with the same --out times the sweeps)")
     ap.add_argument("--out", default=None, help="work folder (default: a temporary one, removed)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
@@ -75,10 +78,18 @@ def main() -> int:
         raise SystemExit(f"this compares N GPUs with one and needs at least 2; this machine has {gpus}")
     if args.tiny:
         args.max_length, args.batch_size = min(args.max_length, 32), min(args.batch_size, 8)
+    if args.prepare_only and not args.out:
+        raise SystemExit("--prepare-only needs --out (the folder the timed call will read)")
     work = Path(args.out or tempfile.mkdtemp(prefix="sweep-bench-"))
-    models = write_models(work / "models", args.tiny)
+    prepared = (work / "results-teachers").is_dir() and not args.prepare_only  # by an earlier --prepare-only call
     n_train = args.batch_size * args.steps_per_epoch
-    glue = write_sst2(work / "glue", n_train=int(n_train / 0.9) + 20, n_dev=args.test, words=args.max_length - 2)
+    if prepared:
+        models = {name: str(work / "models" / name) for name in ("teacher", "student")}
+        glue = work / "glue"
+        print(f"models, data and the teacher: prepared earlier in {work}", flush=True)
+    else:
+        models = write_models(work / "models", args.tiny)
+        glue = write_sst2(work / "glue", n_train=int(n_train / 0.9) + 20, n_dev=args.test, words=args.max_length - 2)
     common = ["--tasks", "sst2", "--methods", *args.methods, "--seeds", *map(str, range(args.seeds)),
               "--glue-dir", str(glue), "--teacher", models["teacher"], "--student", models["student"],
               "--epochs", str(args.epochs), "--ild-start", "0", "--teacher-epochs", "1", "--rank", "4" if args.tiny else "32",
@@ -98,11 +109,15 @@ def main() -> int:
     for label, run_env, extra in (("1 GPU" if gpus else "1 worker", one_env, ["--workers", "1"]),
                                   (f"{gpus} GPUs" if gpus else "2 workers", env, [] if gpus else ["--workers", "2"])):
         results = work / f"results-{label.replace(' ', '')}"
-        if first_results is None:  # the teacher and its cached outputs: trained once, untimed, copied for the second sweep
+        if first_results is None and not prepared:  # the teacher and its cached outputs: trained once, untimed
             sweep(common + ["--results-dir", str(results), "--teachers-only"], env, work / f"teacher-{label}.log")
             first_results = results
             shutil.copytree(results, work / "results-teachers", copy_function=link_or_copy)
+            if args.prepare_only:
+                print(f"stage 1 and the teacher's outputs prepared in {work / 'results-teachers'}", flush=True)
+                return 0
         else:
+            shutil.rmtree(results, ignore_errors=True)
             shutil.copytree(work / "results-teachers", results, copy_function=link_or_copy)
         wall, stdout, start_unix = sweep(common + ["--results-dir", str(results), *extra], run_env, work / f"sweep-{label}.log")
         files = sorted(results.rglob("seed*.json"))

@@ -161,12 +161,17 @@ seventh1)  # seventh round, part 1: data-parallel with pinned batches, DDP's buc
     --json "$OUT/ddp_b128.json"
   cp /tmp/ddp-bench/profiles/*.txt "$OUT/" 2>/dev/null
   ;;
-seventh2)  # seventh round, part 2: a sweep of 16 runs of about 17 s (4 methods x 4 seeds, 2 epochs x 60 steps)
-  step "$OUT/multi.log" python bench/bench_sweep_gpus.py --methods vanilla_kd loraild_fixed loraild_average \
-    loraild_random_step --seeds 4 --epochs 2 --steps-per-epoch 60 --json "$OUT/sweep_16runs.json"
+seventh2|seventh2prep)  # seventh round, part 2: a sweep of 16 runs of about 17 s (4 methods x 4 seeds,
+  # 2 epochs x 60 steps); seventh2prep trains the teacher first (a call of its own: one call may last 600 s)
+  SWEEP="--methods vanilla_kd loraild_fixed loraild_average loraild_random_step --seeds 4 --epochs 2 --steps-per-epoch 60"
+  if [ "$1" = seventh2prep ]; then
+    step "$OUT/multi.log" python bench/bench_sweep_gpus.py $SWEEP --out /tmp/sweep-bench --prepare-only
+  else
+    step "$OUT/multi.log" python bench/bench_sweep_gpus.py $SWEEP --out /tmp/sweep-bench --json "$OUT/sweep_16runs.json"
+  fi
   ;;
 *)
-  echo "usage: bash bench/run_gpu_benches.sh single|multi|sweep|final|third1|third2|fourth1|fourth2|fifth1|fifth2|sixth1|sixth2|seventh1|seventh2" >&2
+  echo "usage: bash bench/run_gpu_benches.sh single|multi|sweep|final|third1|third2|fourth1|fourth2|fifth1|fifth2|sixth1|sixth2|seventh1|seventh2prep|seventh2" >&2
   exit 2
   ;;
 esac
