@@ -66,11 +66,32 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--profile-out", required=True)
     ap.add_argument("--profile-from", type=int, default=20)
-    ap.add_argument("--profile-steps", type=int, default=20)
+    ap.add_argument("--profile-steps", type=int, default=20, help="0: no profile (only the DDP settings below)")
+    ap.add_argument("--ddp-static-graph", choices=["on", "off"], default=None,
+                    help="force DDP's static_graph (default: the package's choice)")
+    ap.add_argument("--ddp-bucket-mb", type=float, default=None, help="DDP's bucket_cap_mb instead of 25")
     args, rest = ap.parse_known_args()
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    wrap_fit(Path(args.profile_out), args.profile_from, args.profile_steps)
+    if args.profile_steps:
+        wrap_fit(Path(args.profile_out), args.profile_from, args.profile_steps)
+    if args.ddp_static_graph or args.ddp_bucket_mb:
+        from paperlib.loraild import runtime
+
+        package = runtime.search_unused_parameters
+
+        def search_unused_parameters(acc, search):
+            package(acc, search)
+            if acc.ddp_handler is not None:
+                if args.ddp_static_graph:
+                    acc.ddp_handler.static_graph = args.ddp_static_graph == "on"
+                if args.ddp_bucket_mb:
+                    acc.ddp_handler.bucket_cap_mb = args.ddp_bucket_mb
+
+        runtime.search_unused_parameters = search_unused_parameters
+        from paperlib.loraild import teacher, train
+
+        train.search_unused_parameters = teacher.search_unused_parameters = search_unused_parameters
     from paperlib.__main__ import main as cli
 
     return cli(rest)

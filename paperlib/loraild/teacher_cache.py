@@ -13,8 +13,10 @@ outputs at the real tokens do not depend on how much padding follows, so the sto
 the ones a live teacher would give.  Parts whose estimated size exceeds ``max_gb`` are not cached
 and the teacher runs alongside the student instead (the paper's largest tasks at full size).
 Parts are saved under the teacher's folder (``cache-<key>/<part>.safetensors``: data only, so
-reading a received folder runs no code) and kept in memory; a damaged part file is named, moved
-aside and computed again; one process computes a folder's parts at a time (a lock).
+reading a received folder runs no code) and kept in memory, and on a GPU kept on the device for the
+process's next run (:func:`on_device`); a damaged part file is named, moved aside and computed
+again; one process computes a folder's parts at a time (a lock).  The processes of a data-parallel
+run read a finished cache a share each and gather the rest (:func:`read_sharded`).
 """
 
 from __future__ import annotations
@@ -195,10 +197,7 @@ def on_device(folder: Path, cache: TeacherCache, device: torch.device | str) -> 
     in-memory host value is the same object; parts on ``device`` that this run does not read (another
     task, another method's part) are dropped first, so a device holds at most one run's parts.
     """
-    dev = str(torch.device(device))
-    wanted = {(dev, f"{folder}/{part}") for part in cache.parts}
-    for key in [k for k in _ON_DEVICE if k[0] == dev and k not in wanted]:
-        del _ON_DEVICE[key]
+    dev = _keep_only(device, folder, tuple(cache.parts))
     parts: dict[str, torch.Tensor | dict] = {}
     for part, value in cache.parts.items():
         key = (dev, f"{folder}/{part}")
@@ -207,6 +206,16 @@ def on_device(folder: Path, cache: TeacherCache, device: torch.device | str) -> 
             held = _ON_DEVICE[key] = (value, _moved(value, device))
         parts[part] = held[1]
     return TeacherCache(parts)
+
+
+def _keep_only(device: torch.device | str, folder: Path, parts: tuple[str, ...]) -> str:
+    """Drop the device copies on ``device`` other than ``folder``'s ``parts`` (before new ones
+    arrive: a device holds at most one run's parts); returns the device's name."""
+    dev = str(torch.device(device))
+    wanted = {(dev, f"{folder}/{part}") for part in parts}
+    for key in [k for k in _ON_DEVICE if k[0] == dev and k not in wanted]:
+        del _ON_DEVICE[key]
+    return dev
 
 
 def release_device() -> None:
@@ -301,17 +310,18 @@ def read_sharded(folder: Path, parts: tuple[str, ...], device: torch.device | st
     each process reading ``1/N`` of every part's rows and gathering the others' over the group
     (NVLink between GPUs) instead of all N reading every row (``None`` if a file is incomplete).
 
-    Measured on 2 x H100: two processes each reading a whole cache took 1.0-1.15 s against 0.4 s
-    for one.  The parts stay on ``device`` for the process's next run (as :func:`on_device`).
+    Measured on 2 x H100 (bench/README.md section 7, 3 GB of parts): 0.88 s in each of two
+    processes, against 1.0-1.15 s when each read every row and 0.42 s for one process alone.  The
+    parts stay on ``device`` for the process's next run (as :func:`on_device`).
     """
     import torch.distributed as dist
     from safetensors import safe_open
 
     rank, world = dist.get_rank(), dist.get_world_size()
-    dev = str(torch.device(device))
     tokens = {part: whole_file(part_path(folder, part)) for part in parts}
     if any(t is None for t in tokens.values()):
         return None
+    dev = _keep_only(device, folder, parts)
     out: dict[str, torch.Tensor | dict] = {}
     for part in parts:
         key = (dev, f"{folder}/{part}")
@@ -329,8 +339,6 @@ def read_sharded(folder: Path, parts: tuple[str, ...], device: torch.device | st
                 value = _gathered_rows(fh.get_slice(part), device, rank, world)
         _ON_DEVICE[key] = (tokens[part], value)
         out[part] = value
-    for key in [k for k in _ON_DEVICE if k[0] == dev and k[1] not in {f"{folder}/{p}" for p in parts}]:
-        del _ON_DEVICE[key]
     return TeacherCache(out)
 
 
