@@ -46,7 +46,7 @@ from paperlib.loraild.features import LoraFeatureRecorder
 from paperlib.loraild.models import freeze, student_lora, teacher_lora
 from paperlib.loraild.train import adamw
 from loraild_sections import compare_compile, compare_kmeans, run_phases
-from timing import matmul_rate, sync
+from timing import matmul_rate, profile_ms_per_step, sync
 
 ROBERTA_LARGE = dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096)
 DISTILROBERTA_BASE = dict(hidden_size=768, num_hidden_layers=6, num_attention_heads=12, intermediate_size=3072)
@@ -170,8 +170,7 @@ def profile_one(name: str, mode: str, teacher, t_recorder, t_cfg, s_cfg, split, 
     averages = p.key_averages()
     table = averages.table(sort_by=key, row_limit=30)
     steps = args.warmup + args.steps
-    gpu = sum(e.self_device_time_total for e in averages) / 1e3 / steps
-    cpu = sum(e.self_cpu_time_total for e in averages) / 1e3 / steps
+    gpu, cpu = profile_ms_per_step(averages, steps)
     head = (f"# {name}, {mode} teacher, bf16 autocast, compile={args.compile}, {steps} steps profiled\n"
             f"# per step: device busy {gpu:.1f} ms, host operator time {cpu:.1f} ms (with profiler overhead)\n")
     print(head + table)

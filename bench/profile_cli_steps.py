@@ -52,9 +52,10 @@ def wrap_fit(out: Path, first: int, count: int):
 
 
 def write_table(prof, out: Path, rank: int, world: int, steps: int) -> None:
+    from timing import profile_ms_per_step
+
     averages = prof.key_averages()
-    gpu = sum(e.self_device_time_total for e in averages) / 1e3 / steps
-    cpu = sum(e.self_cpu_time_total for e in averages) / 1e3 / steps
+    gpu, cpu = profile_ms_per_step(averages, steps)
     head = (f"# process {rank} of {world}, {steps} stage-2 steps profiled\n"
             f"# per step: device busy {gpu:.1f} ms, host operator time {cpu:.1f} ms (with profiler overhead)\n")
     out.mkdir(parents=True, exist_ok=True)
@@ -71,7 +72,7 @@ def main() -> int:
                     help="force DDP's static_graph (default: the package's choice)")
     ap.add_argument("--ddp-bucket-mb", type=float, default=None, help="DDP's bucket_cap_mb instead of 25")
     args, rest = ap.parse_known_args()
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if args.profile_steps:
         wrap_fit(Path(args.profile_out), args.profile_from, args.profile_steps)

@@ -40,3 +40,19 @@ def cuda_ms(fn: Callable[[], object], iters: int = 20, warmup: int = 3) -> float
     end.record()
     torch.cuda.synchronize()
     return start.elapsed_time(end) / iters
+
+
+def profile_ms_per_step(averages, steps: int) -> tuple[float, float]:
+    """``(device, host)`` milliseconds per step of a profile's ``key_averages()``, counted as the
+    profiler's own table totals count them.
+
+    Device time sums the device's own events (kernels, copies) and leaves out the operators that
+    launched them and user annotations (e.g. ``DistributedDataParallel.forward``), which report the
+    same kernel time again: summing every row's ``self_device_time_total`` counted it about twice.
+    """
+    from torch.autograd import DeviceType
+
+    device = sum(e.self_device_time_total for e in averages
+                 if e.device_type != DeviceType.CPU and not getattr(e, "is_user_annotation", False))
+    host = sum(e.self_cpu_time_total for e in averages)
+    return device / 1e3 / steps, host / 1e3 / steps
