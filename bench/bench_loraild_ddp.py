@@ -150,7 +150,8 @@ def profile_runs(args, gpu: bool, cli: list[str], prepared: Path | None, work: P
             shutil.copytree(prepared, results)
         first = min(20, args.steps_per_epoch // 3)  # after the warm-up steps, within the epoch
         count = max(1, min(args.profile_steps, args.steps_per_epoch - first - 1))
-        entry = [script, "--profile-out", str(out), "--profile-from", str(first), "--profile-steps", str(count)]
+        entry = [script, "--profile-out", str(out), "--profile-from", str(first), "--profile-steps", str(count),
+                 *(["--trace"] if args.trace else [])]
         launch(n, gpu, one_epoch(cli, batch) + ["--results-dir", str(results)], work / f"log-profile-{n}.txt", entry)
         for f in sorted(out.glob(f"profile_{n}proc_rank*.txt")):
             tables[f.name] = f.read_text()
@@ -179,6 +180,8 @@ def main() -> int:
     ap.add_argument("--profile-steps", type=int, default=0,
                     help="then profile N stage-2 steps (from step 20) of a one-epoch run in one process at the "
                          "per-process batch and in N processes (bench/profile_cli_steps.py); tables in --out")
+    ap.add_argument("--trace", action="store_true",
+                    help="with --profile-steps: also each process's timeline (profiles/trace_*.json in --out)")
     ap.add_argument("--tiny", action="store_true", help="tiny models, gloo on the CPU")
     ap.add_argument("--out", default=None, help="work folder (default: a temporary one, removed)")
     ap.add_argument("--json", default=None)

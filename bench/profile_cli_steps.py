@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 
-def wrap_fit(out: Path, first: int, count: int):
+def wrap_fit(out: Path, first: int, count: int, trace: bool = False):
     import torch
     from torch.profiler import ProfilerActivity, profile
 
@@ -43,6 +43,8 @@ def wrap_fit(out: Path, first: int, count: int):
                 prof, state["prof"] = state["prof"], None
                 prof.__exit__(None, None, None)
                 write_table(prof, out, acc.process_index, acc.num_processes, count)
+                if trace:  # the timeline: where the device waits between kernels (chrome://tracing, Perfetto)
+                    prof.export_chrome_trace(str(out / f"trace_{acc.num_processes}proc_rank{acc.process_index}.json"))
             state["n"] = n + 1
             return step_fn(batch, epoch)
 
@@ -68,6 +70,8 @@ def main() -> int:
     ap.add_argument("--profile-out", required=True)
     ap.add_argument("--profile-from", type=int, default=20)
     ap.add_argument("--profile-steps", type=int, default=20, help="0: no profile (only the DDP settings below)")
+    ap.add_argument("--trace", action="store_true",
+                    help="also write each process's timeline (trace_*.json; keep --profile-steps small: MBs per step)")
     ap.add_argument("--ddp-static-graph", choices=["on", "off"], default=None,
                     help="force DDP's static_graph (default: the package's choice)")
     ap.add_argument("--ddp-bucket-mb", type=float, default=None, help="DDP's bucket_cap_mb instead of 25")
@@ -75,7 +79,7 @@ def main() -> int:
     sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if args.profile_steps:
-        wrap_fit(Path(args.profile_out), args.profile_from, args.profile_steps)
+        wrap_fit(Path(args.profile_out), args.profile_from, args.profile_steps, args.trace)
     if args.ddp_static_graph or args.ddp_bucket_mb:
         from paperlib.loraild import runtime
 

@@ -170,8 +170,16 @@ seventh2|seventh2prep)  # seventh round, part 2: a sweep of 16 runs of about 17 
     step "$OUT/multi.log" python bench/bench_sweep_gpus.py $SWEEP --out /tmp/sweep-bench --json "$OUT/sweep_16runs.json"
   fi
   ;;
+eighth1)  # next: where a data-parallel step's extra 5 ms go (device-idle gaps in each process's timeline)
+  DDP="--nproc 2 --global-batch 128 --steps-per-epoch 100 --epochs 3 --words 24"
+  step "$OUT/multi.log" python bench/bench_loraild_ddp.py $DDP --out /tmp/ddp-bench --prepare-only
+  step "$OUT/multi.log" python bench/bench_loraild_ddp.py $DDP --out /tmp/ddp-bench --half-batch --profile-steps 5 \
+    --trace --json "$OUT/ddp_b128.json"
+  step "$OUT/multi.log" python bench/checks/trace_gaps.py /tmp/ddp-bench/profiles/trace_*.json --steps 5 --top 15
+  cp /tmp/ddp-bench/profiles/*.txt "$OUT/" 2>/dev/null
+  ;;
 *)
-  echo "usage: bash bench/run_gpu_benches.sh single|multi|sweep|final|third1|third2|fourth1|fourth2|fifth1|fifth2|sixth1|sixth2|seventh1|seventh2prep|seventh2" >&2
+  echo "usage: bash bench/run_gpu_benches.sh single|multi|sweep|final|third1|third2|fourth1|fourth2|fifth1|fifth2|sixth1|sixth2|seventh1|seventh2prep|seventh2|eighth1" >&2
   exit 2
   ;;
 esac
