@@ -204,16 +204,15 @@ class LocalPool:
             self._pool.shutdown(wait=True, cancel_futures=exc[0] is not None)
 
     def discard(self) -> None:
-        """Stop the spawned workers without waiting for them (a pool started ahead and not used:
-        they may still be importing, and they hold no work)."""
+        """Stop the spawned workers without waiting for them (they hold no work: a pool started
+        ahead and not used, or one whose jobs have all returned).  They are terminated before the
+        pool shuts down, so none spends seconds on an orderly exit first."""
         if self._pool is not None:
-            procs = list(getattr(self._pool, "_processes", {}).values())
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            for proc in procs:
+            for proc in list(getattr(self._pool, "_processes", {}).values()):
                 if proc.is_alive():
                     proc.terminate()
+            self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
-
 
     def map_unordered(self, fn: Callable, jobs: dict[int, tuple]) -> Iterator[tuple[int, object]]:
         """``(key, fn(*args))`` for every ``key: args`` of ``jobs``, as they finish.

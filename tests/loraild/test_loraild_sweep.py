@@ -170,9 +170,7 @@ def test_a_pool_started_ahead_is_the_sweeps_and_an_unused_one_is_stopped(tmp_pat
     procs = list(dispatch._PRESTARTED[dispatch._plan_key(plan)]._pool._processes.values())
     assert procs
     dispatch.discard_prestarted()
-    for proc in procs:
-        proc.join(timeout=30)
-        assert not proc.is_alive()
+    assert all(code is not None for code in exit_codes(procs))
     assert not dispatch._PRESTARTED
     dispatch.prestart("cpu", 1)  # one lane: nothing to start
     assert not dispatch._PRESTARTED
@@ -190,6 +188,16 @@ def test_worker_info_names_the_gpu_a_run_trains_on(monkeypatch):
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
     assert worker_info(torch.device("cuda", 1))["gpu"] == "1" and worker_info(torch.device("cpu"))["gpu"] is None
     assert worker_info()["pid"] == os.getpid()
+
+
+def exit_codes(procs, seconds: float = 30.0) -> list[int | None]:
+    """The processes' exit codes once all have ended (``None`` for one still running after
+    ``seconds``).  Polled, not ``join``ed: the pool's own thread may reap a process at the same
+    moment, and a ``join`` that loses that race returns with the exit code not yet set."""
+    end = time.monotonic() + seconds
+    while any(p.exitcode is None for p in procs) and time.monotonic() < end:
+        time.sleep(0.05)
+    return [p.exitcode for p in procs]
 
 
 def finishing_job(key: int, seconds: float, log: str):
@@ -214,9 +222,7 @@ def test_idle_workers_are_stopped_at_the_end_and_a_running_job_is_never_cut(tmp_
     with pool:
         assert sorted(pool.map_unordered(finishing_job, {k: (k, 0.01, str(log)) for k in range(4)})) == \
             [(k, k) for k in range(4)]
-    for w in workers:
-        w.join(timeout=30)
-        assert w.exitcode == -signal.SIGTERM
+    assert exit_codes(workers) == [-signal.SIGTERM] * len(workers)
     assert not any(t.name.startswith("lane-") for t in threading.enumerate())
 
     log.unlink()
