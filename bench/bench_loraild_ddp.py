@@ -115,6 +115,14 @@ def launch(nproc: int, gpu: bool, cli_args: list[str], log: Path, entry: list[st
     return wall
 
 
+def fresh_results(results: Path, prepared: Path | None) -> Path:
+    """An empty results folder holding only the prepared teacher (when there is one)."""
+    shutil.rmtree(results, ignore_errors=True)
+    if prepared is not None:
+        shutil.copytree(prepared, results)
+    return results
+
+
 def one_epoch(cli: list[str], batch: int) -> list[str]:
     """``cli`` for one epoch at global batch ``batch`` (the same data: the same prepared teacher)."""
     out = list(cli)
@@ -127,10 +135,7 @@ def half_batch_run(args, gpu: bool, cli: list[str], prepared: Path | None, work:
     """One process at the per-process batch of the N-process run, one epoch: its step time is what
     each of the N processes would take per step if data parallelism cost nothing."""
     batch = args.global_batch // args.nproc
-    results = work / "results-half"
-    shutil.rmtree(results, ignore_errors=True)
-    if prepared is not None:
-        shutil.copytree(prepared, results)
+    results = fresh_results(work / "results-half", prepared)
     launch(1, gpu, one_epoch(cli, batch) + ["--results-dir", str(results)], work / "log-half.txt")
     h = json.loads(sorted(results.rglob("seed0-*.json"))[0].read_text())["history"][0]
     ms = 1e3 * h["steps_s"] / max(h["steps"], 1)
@@ -144,10 +149,7 @@ def profile_runs(args, gpu: bool, cli: list[str], prepared: Path | None, work: P
     out = work / "profiles"
     tables = {}
     for n, batch in ((1, args.global_batch // args.nproc), (args.nproc, args.global_batch)):
-        results = work / f"results-profile-{n}"
-        shutil.rmtree(results, ignore_errors=True)
-        if prepared is not None:
-            shutil.copytree(prepared, results)
+        results = fresh_results(work / f"results-profile-{n}", prepared)
         first = min(20, args.steps_per_epoch // 3)  # after the warm-up steps, within the epoch
         count = max(1, min(args.profile_steps, args.steps_per_epoch - first - 1))
         entry = [script, "--profile-out", str(out), "--profile-from", str(first), "--profile-steps", str(count),
@@ -238,9 +240,7 @@ def main() -> int:
             return 0
     runs = {}
     for n in sorted({1, args.nproc}):  # --nproc 1: the single-process run alone (a one-GPU baseline)
-        results = work / f"results-{n}"
-        if prepared is not None:
-            shutil.copytree(prepared, results)
+        results = fresh_results(work / f"results-{n}", prepared)
         wall = launch(n, gpu, cli + ["--results-dir", str(results)], work / f"log-{n}.txt")
         found = sorted(results.rglob("seed0-*.json"))
         teachers = sorted(results.rglob("teacher.safetensors"))

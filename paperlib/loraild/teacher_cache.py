@@ -238,15 +238,17 @@ def save_part(path: Path, part: str, value: torch.Tensor | dict) -> None:
         save_tensors({part: value}, path)
 
 
-def read_part(path: Path, part: str) -> torch.Tensor | dict:
-    """Inverse of :func:`save_part`."""
+def read_part(path: Path, part: str, tensor: Callable | None = None) -> torch.Tensor | dict:
+    """Inverse of :func:`save_part`; ``tensor(fh, name)`` reads one stored tensor (default: whole,
+    to the host)."""
     from safetensors import safe_open
 
+    tensor = tensor or (lambda fh, name: fh.get_tensor(name))
     with safe_open(str(path), framework="pt", device="cpu") as fh:
         if part == "lora":
             shape = tuple(json.loads(fh.metadata()["shape"]))
-            return {"flat": fh.get_tensor("flat"), "offsets": fh.get_tensor("offsets"), "shape": shape}
-        return fh.get_tensor(part)
+            return {"flat": tensor(fh, "flat"), "offsets": tensor(fh, "offsets"), "shape": shape}
+        return tensor(fh, part)
 
 
 def load_or_compute(folder: Path, teacher: nn.Module | Callable[[], nn.Module] | None, loader: DataLoader,
@@ -315,30 +317,25 @@ def read_sharded(folder: Path, parts: tuple[str, ...], device: torch.device | st
     parts stay on ``device`` for the process's next run (as :func:`on_device`).
     """
     import torch.distributed as dist
-    from safetensors import safe_open
 
     rank, world = dist.get_rank(), dist.get_world_size()
     tokens = {part: whole_file(part_path(folder, part)) for part in parts}
     if any(t is None for t in tokens.values()):
         return None
     dev = _keep_only(device, folder, parts)
+
+    def share(fh, name: str) -> torch.Tensor:  # the small per-example offsets are read whole
+        if name == "offsets":
+            return fh.get_tensor(name).to(device)
+        return _gathered_rows(fh.get_slice(name), device, rank, world)
+
     out: dict[str, torch.Tensor | dict] = {}
     for part in parts:
         key = (dev, f"{folder}/{part}")
         held = _ON_DEVICE.get(key)
-        if held is not None and held[0] == tokens[part]:
-            out[part] = held[1]
-            continue
-        with safe_open(str(part_path(folder, part)), framework="pt", device="cpu") as fh:
-            if part == "lora":
-                value: torch.Tensor | dict = {
-                    "flat": _gathered_rows(fh.get_slice("flat"), device, rank, world),
-                    "offsets": fh.get_tensor("offsets").to(device),
-                    "shape": tuple(json.loads(fh.metadata()["shape"]))}
-            else:
-                value = _gathered_rows(fh.get_slice(part), device, rank, world)
-        _ON_DEVICE[key] = (tokens[part], value)
-        out[part] = value
+        if held is None or held[0] != tokens[part]:
+            held = _ON_DEVICE[key] = (tokens[part], read_part(part_path(folder, part), part, share))
+        out[part] = held[1]
     return TeacherCache(out)
 
 
