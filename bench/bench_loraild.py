@@ -41,7 +41,7 @@ from paperlib.loraild.alignment import LayerAligner, rail_layers
 from paperlib.loraild.config import METHODS, TaskSpec
 from paperlib.loraild.curriculum import method_weights
 from paperlib.loraild.distill import DistillModel
-from paperlib.loraild.encoding import Collator, EncodedSplit, EpochPermutation, make_loader
+from paperlib.loraild.encoding import Collator, EncodedSplit, EpochPermutation, batch_to, make_loader
 from paperlib.loraild.features import LoraFeatureRecorder
 from paperlib.loraild.models import freeze, student_lora, teacher_lora
 from paperlib.loraild.train import adamw
@@ -115,7 +115,7 @@ def bench_method(name: str, mode: str, bf16: bool, teacher, t_recorder, t_cfg, s
 
     def step(batch):
         nonlocal total
-        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        batch = batch_to(batch, device, non_blocking=True)
         with amp:
             if not method.kd:
                 tb = None

@@ -24,7 +24,7 @@ from paperlib.loraild.alignment import LayerAligner
 from paperlib.loraild.config import METHODS
 from paperlib.loraild.curriculum import method_weights
 from paperlib.loraild.distill import DistillModel
-from paperlib.loraild.encoding import Collator, EncodedSplit, EpochPermutation, make_loader
+from paperlib.loraild.encoding import Collator, EncodedSplit, EpochPermutation, batch_to, make_loader
 from paperlib.loraild.loop import adamw
 from paperlib.loraild.models import student_lora
 from timing import sync
@@ -74,7 +74,7 @@ def compare_compile(args, device, t_cfg, s_cfg, split, cache, task) -> dict:
                 sampler.set_epoch(epoch)
                 batches = iter(loader)
                 b = next(batches)
-            b = {k: v.to(device, non_blocking=True) for k, v in b.items()}
+            b = batch_to(b, device, non_blocking=True)
             with amp:
                 tb = cache.lookup(b["idx"], b["input_ids"].shape[1], device)
                 loss, _, _ = model(b, tb, weights, aligner.groups(), None)

@@ -39,6 +39,7 @@ from sklearn.metrics import adjusted_rand_score
 from torch.utils.data import DataLoader
 
 from paperlib.loraild.config import CLUSTER_FEATURES
+from paperlib.loraild.encoding import batch_to
 from paperlib.loraild.features import lora_dropout_active, token_normalised
 from paperlib.loraild.kmeans import kmeans_labels
 from paperlib.loraild.losses import pooled_layers
@@ -102,7 +103,7 @@ def _collect(model, loader: DataLoader, device: torch.device | str, normalise: b
         rows[layer].append(flat.clone() if on_device else flat.cpu().numpy())
 
     for batch in loader:
-        batch = {k: v.to(device) for k, v in batch.items()}
+        batch = batch_to(batch, device)
         out = model.student_forward(batch, hidden=True)
         hs = out.hidden_states[1:]
         for li, h in enumerate(hs):

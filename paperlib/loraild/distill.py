@@ -19,7 +19,7 @@ from paperlib.loraild.models import encoder_layers, forward_kwargs
 from paperlib.loraild.teacher_cache import TeacherBatch
 
 
-def _token_share(mask: torch.Tensor | None) -> float | torch.Tensor:
+class TokenShare:
     """Data parallel: ``N * local tokens / global tokens`` (1.0 in one process or without a mask).
 
     ``ild_loss_layers`` is a mean over the real tokens of the *local* batch, and DDP averages the N
@@ -27,16 +27,31 @@ def _token_share(mask: torch.Tensor | None) -> float | torch.Tensor:
     would weight tokens differently from one process taking the whole global batch.  Scaling each
     process's mean by this factor makes the DDP average equal to the mean over the global batch's
     tokens (and the reported per-process values average to the single-process value).
+
+    The global count's all-reduce starts when the batch arrives (the constructor, before the
+    student's forward) and is waited for only where the factor is used (:meth:`get`): on NCCL the
+    wait holds the device stream, not the host, so the processes meet there without stopping the
+    forward that each still has queued.  Every process calls forward once per step, so the
+    collectives line up.
     """
-    if mask is None or not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-        return 1.0
-    world = torch.distributed.get_world_size()
-    if world == 1:
-        return 1.0
-    local = mask.detach().sum().to(torch.float64)
-    total = local.clone()
-    torch.distributed.all_reduce(total)  # every process calls forward once per step: collectives line up
-    return (world * local / total.clamp_min(1.0)).float()  # a 0-d tensor: no wait for the device
+
+    def __init__(self, mask: torch.Tensor | None):
+        self._work = None
+        if mask is None or not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+            return
+        self._world = torch.distributed.get_world_size()
+        if self._world == 1:
+            return
+        self._local = mask.detach().sum().to(torch.float64)
+        self._total = self._local.clone()
+        self._work = torch.distributed.all_reduce(self._total, async_op=True)
+
+    def get(self) -> float | torch.Tensor:
+        """The factor: 1.0, or a 0-d tensor (no wait for the device)."""
+        if self._work is None:
+            return 1.0
+        self._work.wait()
+        return (self._world * self._local / self._total.clamp_min(1.0)).float()
 
 
 class DistillModel(nn.Module):
@@ -79,6 +94,8 @@ class DistillModel(nn.Module):
         """Total loss, its detached parts (0-d tensors, read once per epoch) and the student logits."""
         l_ce_w, l_kd_w, l_inter_w = weights
         need_inter = l_inter_w > 0 and self.method.inter is not None
+        mask = batch["attention_mask"] if self.mask_padding else None
+        share = TokenShare(mask) if need_inter and self.method.inter == "lora_ild" else None
         out = self.student_forward(batch, hidden=need_inter and self.needs_hidden)
         logits = out.logits
         reg = self.task.regression
@@ -92,16 +109,15 @@ class DistillModel(nn.Module):
             parts["kd"] = lkd.detach()
         if need_inter:
             assert teacher is not None, "intermediate-layer losses need teacher outputs"
-            mask = batch["attention_mask"] if self.mask_padding else None
             if self.method.inter == "lora_ild":
                 assert self.recorder is not None and teacher.lora is not None and groups is not None
                 # [B, T, L, 3, r] views compared as they are: no flattening copies, float32 arithmetic
                 s = self.recorder.stacked()
                 t = align_teacher(teacher.lora[:, : s.shape[1]], groups)
                 linter = ild_loss_layers(t, s, mask)
-                share = _token_share(mask)
-                if not (isinstance(share, float) and share == 1.0):
-                    linter = linter * share
+                factor = share.get()
+                if not (isinstance(factor, float) and factor == 1.0):
+                    linter = linter * factor
             else:
                 assert self.rail is not None and teacher.pooled is not None and rail_selected is not None
                 s_pooled = pooled_layers(out.hidden_states, mask)
@@ -113,4 +129,4 @@ class DistillModel(nn.Module):
         return loss, parts, logits
 
 
-__all__ = ["DistillModel"]
+__all__ = ["DistillModel", "TokenShare"]

@@ -3,7 +3,9 @@
 Texts are tokenised once (truncated to ``max_length``, sentence pairs as pairs).  A batch is
 padded to its longest sequence, or to ``max_length`` when ``pad_to_max`` is set (the authors pad
 everything to 128; the unmasked ILD variant needs it).  Every batch carries ``idx``, the example's
-position in its split, so frozen teacher outputs can be looked up (:mod:`teacher_cache`).
+position in its split, so frozen teacher outputs can be looked up (:mod:`teacher_cache`), and
+``padded``, a Python bool saying whether any token is padding (known on the host while collating, so
+the model's forward need not ask the device: :func:`~paperlib.loraild.models.forward_kwargs`).
 """
 
 from __future__ import annotations
@@ -50,7 +52,8 @@ def encode(df: pd.DataFrame, tokenizer: PreTrainedTokenizerBase, max_length: int
 
 
 class Collator:
-    """Pads a list of items into a batch of tensors (``idx``, ``input_ids``, ``attention_mask``, ...)."""
+    """Pads a list of items into a batch of tensors (``idx``, ``input_ids``, ``attention_mask``, ...)
+    and the host-side flag ``padded`` (some token of the batch is padding)."""
 
     def __init__(self, pad_id: int, max_length: int, pad_to_max: bool = False):
         self.pad_id, self.max_length, self.pad_to_max = pad_id, max_length, pad_to_max
@@ -69,11 +72,12 @@ class Collator:
             if tt is not None:
                 tt[i, :k] = torch.tensor(it["token_type_ids"], dtype=torch.long)
         labels = np.array([it["label"] for it in items])
-        batch = {
+        batch: dict = {
             "idx": torch.tensor([it["idx"] for it in items], dtype=torch.long),
             "input_ids": ids,
             "attention_mask": mask,
             "labels": torch.from_numpy(labels),
+            "padded": any(len(it["input_ids"]) < length for it in items),
         }
         if tt is not None:
             batch["token_type_ids"] = tt
@@ -141,4 +145,10 @@ def make_loader(split: EncodedSplit, batch_size: int, collator: Collator,
                       pin_memory=pin_memory)
 
 
-__all__ = ["EncodedSplit", "encode", "Collator", "EpochPermutation", "LengthOrder", "make_loader"]
+def batch_to(batch: dict, device: torch.device | str, non_blocking: bool = False) -> dict:
+    """The batch with its tensors on ``device`` (host-side values such as ``padded`` kept as they are)."""
+    return {k: v.to(device, non_blocking=non_blocking) if isinstance(v, torch.Tensor) else v
+            for k, v in batch.items()}
+
+
+__all__ = ["EncodedSplit", "encode", "Collator", "EpochPermutation", "LengthOrder", "make_loader", "batch_to"]

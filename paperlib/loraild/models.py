@@ -356,10 +356,36 @@ def freeze(model: nn.Module) -> nn.Module:
     return model.eval()
 
 
+def attention_mask_input(config, batch: dict) -> torch.Tensor | None:
+    """The attention mask to hand the model, chosen without waiting for the device.
+
+    Given the ``[B, T]`` padding mask, transformers' SDPA path asks the device whether any token is
+    padding (``padding_mask.all()`` in ``masking_utils``), so that an unpadded batch can run without
+    a mask (the flash kernel): one host-device synchronisation per forward, which keeps the host
+    from queueing the next step while the device still works (bench/README.md section 7).  The
+    collator knows the answer on the host (``batch["padded"]``):
+
+    - no padding: ``None``, what transformers itself passes on for such a batch;
+    - padding, SDPA attention: the ``[B, 1, T, T]`` boolean mask transformers would build
+      (``True`` = attend; key ``j`` of example ``b`` is attended iff it is a real token), which it
+      takes as it is;
+    - otherwise (no flag, or another attention implementation): the ``[B, T]`` mask as before.
+    """
+    mask = batch["attention_mask"]
+    padded = batch.get("padded")
+    if padded is False:
+        return None
+    if padded is True and mask.dim() == 2 and getattr(config, "_attn_implementation", None) == "sdpa":
+        b, t = mask.shape
+        return mask[:, None, None, :].bool().expand(b, 1, t, t)
+    return mask
+
+
 def forward_kwargs(model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Model inputs of ``batch``; token types only for models that have more than one."""
-    kw = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    """Model inputs of ``batch`` (the mask from :func:`attention_mask_input`); token types only for
+    models that have more than one."""
     config = getattr(model, "config", None)
+    kw = {"input_ids": batch["input_ids"], "attention_mask": attention_mask_input(config, batch)}
     if "token_type_ids" in batch and getattr(config, "type_vocab_size", 1) > 1:
         kw["token_type_ids"] = batch["token_type_ids"]
     return kw
@@ -377,5 +403,5 @@ def describe(name: str) -> str:
 
 __all__ = ["LORA_TARGETS", "LORA_TARGETS_BY_TYPE", "lora_targets", "ModelLoadError", "TokenizerMismatchError", "check_tokenizer_fits", "check_model_folder", "load_tokenizer", "load_classifier", "build_teacher",
            "build_student", "teacher_lora", "student_lora", "compile_model", "eager_calls", "encoder_layers", "keep_every_other_layer", "lora_config",
-           "trainable_state", "load_trainable_state", "freeze", "forward_kwargs", "describe",
+           "trainable_state", "load_trainable_state", "freeze", "attention_mask_input", "forward_kwargs", "describe",
            "model_location", "split_half"]

@@ -35,6 +35,7 @@ from tqdm import tqdm
 from paperlib.files import read_or_none
 from paperlib.locks import hold_lock
 from paperlib.loraild.config import MethodSpec
+from paperlib.loraild.encoding import batch_to
 from paperlib.loraild.features import LoraFeatureRecorder
 from paperlib.loraild.losses import pooled_layers
 from paperlib.loraild.models import forward_kwargs
@@ -151,7 +152,7 @@ def compute_parts(teacher: nn.Module, loader: DataLoader, parts: tuple[str, ...]
     shape = None
     try:
         for batch in tqdm(loader, desc="teacher outputs", disable=not progress, leave=False):
-            batch = {k: v.to(device) for k, v in batch.items()}
+            batch = batch_to(batch, device)
             tb = teacher_forward(teacher, batch, recorder, "pooled" in parts, mask_padding)
             logits.append(tb.logits.cpu())
             if tb.pooled is not None:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 
-from paperlib.loraild.encoding import Collator, EpochPermutation, LengthOrder
+from paperlib.loraild.encoding import Collator, EpochPermutation, LengthOrder, batch_to
 
 
 def test_collator_pads_and_masks():
@@ -16,6 +17,18 @@ def test_collator_pads_and_masks():
     assert b["token_type_ids"].tolist() == [[0, 0, 1], [0, 0, 0]]
     assert b["idx"].tolist() == [0, 3] and b["labels"].tolist() == [1, 0]
     assert Collator(9, 6, pad_to_max=True)(items)["input_ids"].shape == (2, 6)
+
+
+def test_collator_says_on_the_host_whether_a_batch_has_padding():
+    short = {"idx": 1, "input_ids": [5], "label": 0}
+    full = {"idx": 0, "input_ids": [5, 6, 7], "label": 1}
+    assert Collator(9, 6)([full, short])["padded"] is True
+    assert Collator(9, 6)([full, full])["padded"] is False  # padded to its longest: no pad token
+    assert Collator(9, 6, pad_to_max=True)([full, full])["padded"] is True  # 3 tokens padded to 6
+    b = Collator(9, 3, pad_to_max=True)([full, full])
+    assert b["padded"] is False and bool(b["attention_mask"].all())
+    moved = batch_to(b, "cpu")
+    assert moved["padded"] is False and torch.equal(moved["input_ids"], b["input_ids"])
 
 
 def test_epoch_permutation_depends_on_seed_and_epoch_only():

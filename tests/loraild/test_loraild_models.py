@@ -221,3 +221,48 @@ def test_each_process_reads_a_share_of_the_cache_and_gathers_the_rest(tmp_path):
                           capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert sorted(p.name for p in tmp_path.glob("rank*")) == ["rank0", "rank1"]
+
+
+def _roberta(attn: str):
+    from transformers import RobertaConfig, RobertaForSequenceClassification
+    torch.manual_seed(0)
+    cfg = RobertaConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=40, pad_token_id=1,
+                        attn_implementation=attn)
+    return RobertaForSequenceClassification(cfg).eval()
+
+
+def test_forward_mask_is_chosen_on_the_host_and_changes_no_output(monkeypatch):
+    """The padded flag picks the mask without asking the device; logits equal transformers' own."""
+    import transformers.masking_utils as mu
+
+    from paperlib.loraild.models import attention_mask_input, forward_kwargs
+
+    asked = []  # masks transformers' SDPA path would inspect on the device (a host-device sync on a GPU)
+    real = mu._ignore_bidirectional_mask_sdpa
+    monkeypatch.setattr(mu, "_ignore_bidirectional_mask_sdpa",
+                        lambda mask, *a, **k: (asked.append(mask is not None), real(mask, *a, **k))[1])
+    collate = Collator(pad_id=1, max_length=12)
+    items = [{"idx": i, "input_ids": list(range(3, 3 + n)), "label": 0} for i, n in enumerate((7, 4, 7))]
+    for attn in ("sdpa", "eager"):
+        model = _roberta(attn)
+        for batch in (collate(items), collate([items[0], items[2]])):
+            kw = forward_kwargs(model, batch)
+            asked.clear()
+            with torch.no_grad():
+                ours = model(**kw).logits
+                if attn == "sdpa":
+                    assert not any(asked), "the SDPA mask builder was handed a mask to inspect"
+                theirs = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-6)
+            mask = kw["attention_mask"]
+            if not batch["padded"]:
+                assert mask is None
+            elif attn == "sdpa":
+                assert mask.shape == (3, 1, 7, 7) and mask.dtype == torch.bool
+                assert mask[1, 0].tolist() == [[True] * 4 + [False] * 3] * 7
+            else:
+                assert mask is batch["attention_mask"]
+    # a batch without the flag (made by hand) keeps the [B, T] mask: no guess about its padding
+    bare = {k: v for k, v in collate(items).items() if k != "padded"}
+    assert attention_mask_input(_roberta("sdpa").config, bare) is bare["attention_mask"]
