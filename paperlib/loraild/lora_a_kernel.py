@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-import os
 from dataclasses import dataclass
 from types import ModuleType
 
@@ -68,22 +67,21 @@ def _kernels() -> ModuleType:
     return _lora_a_triton
 
 
-def _triton_installed() -> bool:
+@functools.cache
+def triton_installed() -> bool:
+    """Whether triton can be imported (without importing it)."""
     return importlib.util.find_spec("triton") is not None
 
 
-def _interpreter_requested() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "yes", "on")
-
-
 def interpreted() -> bool:
-    """Whether the kernels were defined in Triton's CPU interpreter (defines them if needed)."""
+    """Whether the kernels were defined in Triton's CPU interpreter (defines them on first call:
+    ``TRITON_INTERPRET=1`` must be set then; it is not needed afterwards)."""
     return type(_kernels().forward_kernel).__name__ == "InterpretedFunction"
 
 
 def unavailable_reason(x: torch.Tensor) -> str | None:
     """Why :func:`dropout_lora_a` cannot run on ``x``'s device and dtype, or ``None`` when it can."""
-    if not _triton_installed():
+    if not triton_installed():
         return "triton is not installed"
     if x.dtype not in DTYPES:
         return f"dtype {x.dtype} is not one of {DTYPES}"
@@ -92,9 +90,9 @@ def unavailable_reason(x: torch.Tensor) -> str | None:
             return "the kernels were defined in Triton's interpreter (TRITON_INTERPRET=1): CPU tensors only"
         return None
     if x.device.type == "cpu":
-        if _interpreter_requested() and interpreted():
+        if interpreted():
             return None
-        return "CPU tensors need Triton's interpreter (TRITON_INTERPRET=1 before first use)"
+        return "CPU tensors need Triton's interpreter (TRITON_INTERPRET=1 before the op's first use)"
     return f"device {x.device.type} is not supported (CUDA, or CPU in Triton's interpreter)"
 
 
@@ -239,4 +237,4 @@ def dropout_masks(seed: int, n: int, d: int, p: float, device: torch.device | st
 
 
 __all__ = ["Config", "DEFAULT_CONFIG", "DTYPES", "DropoutLoraA", "available", "draw_seed", "dropout_lora_a",
-           "dropout_masks", "interpreted", "unavailable_reason"]
+           "dropout_masks", "interpreted", "triton_installed", "unavailable_reason"]
