@@ -201,3 +201,18 @@ def test_fused_recorder_uses_the_op_with_its_masks(device):
     for name, prm in model.named_parameters():
         if "lora_A" in name or "lora_B" in name:
             assert prm.grad is not None and prm.grad.abs().sum() > 0, name
+
+
+@pytest.mark.parametrize("config", [
+    K.Config(fwd_block_n=32, fwd_block_k=64, bwd_block_n=128, bwd_block_k=64),
+    K.Config(fwd_block_n=128, fwd_block_k=256, bwd_block_n=32, bwd_block_k=128, bwd_programs_per_sm=8),
+], ids=["small-fwd-tiles", "large-fwd-tiles"])
+def test_masks_do_not_depend_on_the_tiles(device, config):
+    p, seed, n, d, r = 0.4, 31, 260, 200, 32
+    x, a, dh = inputs(device, n, d, r)
+    masks = K.dropout_masks(seed, n, d, p, device)
+    x2, a2 = x.detach().clone().requires_grad_(), a.detach().clone().requires_grad_()
+    h = K.dropout_lora_a(x2, a2, p, seed=seed, config=config)
+    h.backward(dh)
+    for got, want in zip((h.detach(), x2.grad, a2.grad), reference(x, a, dh, masks, p)):
+        assert_close(got, want, torch.float32)
