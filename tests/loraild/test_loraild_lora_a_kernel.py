@@ -1,24 +1,19 @@
 """The Triton LoRA-A op under dropout (paperlib.loraild.lora_a_kernel) against plain torch.
 
 Runs on CUDA when present; otherwise in Triton's CPU interpreter.  Interpreter mode is fixed when
-a ``triton.jit`` function is defined, triton's own (``tl.rand4x``) included, so without CUDA this
-module sets ``TRITON_INTERPRET=1`` before it imports triton, and leaves it set for the session
-(it changes nothing that does not use triton; nothing else in the suite imports triton on a box
-without CUDA).  If triton was imported before without it, the tests skip.  Skipped where triton is
+a ``triton.jit`` function is defined, triton's own (``tl.rand4x``) included, and transformers
+imports triton, so without CUDA ``conftest.py`` sets ``TRITON_INTERPRET=1`` before any test module
+is imported (if triton was imported before without it, these tests skip).  Skipped where triton is
 not installed.
 """
 
 from __future__ import annotations
 
 import math
-import os
-import sys
 
 import pytest
 import torch
 
-if not torch.cuda.is_available() and "triton" not in sys.modules:
-    os.environ["TRITON_INTERPRET"] = "1"
 pytest.importorskip("triton")
 
 from paperlib.loraild import lora_a_kernel as K  # noqa: E402
