@@ -102,7 +102,8 @@ def bench_one(n: int, d: int, r: int, dtype: torch.dtype, p: float, device: torc
     return row
 
 
-def sweep(n: int, d: int, r: int, dtype: torch.dtype, p: float, device: torch.device, iters: int, repeats: int) -> list[dict]:
+def sweep(n: int, d: int, r: int, dtype: torch.dtype, p: float, device: torch.device,
+          iters: int, repeats: int) -> list[dict]:
     """Forward + backward ms of the Triton op under each of :data:`SWEEP`'s configs (defaults elsewhere)."""
     x = torch.randn(n, d, device=device, dtype=dtype, requires_grad=True)
     a = (torch.randn(3, r, d, device=device, dtype=dtype) / d**0.5).requires_grad_()
@@ -119,7 +120,8 @@ def sweep(n: int, d: int, r: int, dtype: torch.dtype, p: float, device: torch.de
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--json", type=Path, help="write the rows here")
-    ap.add_argument("--tiny", action="store_true", help="one small size (CPU: Triton's interpreter; timings meaningless)")
+    ap.add_argument("--tiny", action="store_true",
+                    help="one small size (CPU: Triton's interpreter; timings meaningless)")
     ap.add_argument("--p", type=float, default=0.05, help="LoRA dropout (the paper's runs: 0.05)")
     ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--repeats", type=int, default=7)
@@ -149,7 +151,8 @@ def main(argv: list[str] | None = None) -> None:
             row = bench_one(n, d, r, dtype, args.p, device, iters, repeats, warmup)
             rows.append(row)
             e = row["max_abs_err"]
-            print(f"{row['dtype']:9s} N={n:6d} d={d} r={r}: torch {row['torch_ms']:.3f} ms  triton {row['triton_ms']:.3f} ms"
+            print(f"{row['dtype']:9s} N={n:6d} d={d} r={r}: torch {row['torch_ms']:.3f} ms"
+                  f"  triton {row['triton_ms']:.3f} ms"
                   f"  ratio {row['ratio']:.2f}x   max abs err H {e['h']:.2e} (of {e['h_max']:.2f})"
                   f" dx {e['dx']:.2e} (of {e['dx_max']:.2f}) dA {e['dA']:.2e} (of {e['dA_max']:.2f})"
                   f"   (one layer, forward + backward)")

@@ -140,7 +140,8 @@ class FusedLoraRecorder:
         compiling = torch.compiler.is_compiling()
         if self.kernel == "triton":
             if compiling:
-                raise ValueError("kernel='triton' cannot run under torch.compile (its mask seed is a host value); use 'auto'")
+                raise ValueError("kernel='triton' cannot run under torch.compile (its mask seed is a host value); "
+                                 "use 'auto'")
             return True  # dropout_lora_a says why when it cannot run on x2
         return x2.is_cuda and not compiling and x2.dtype == a.dtype and lora_a_kernel.available(x2)
 
