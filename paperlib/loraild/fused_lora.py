@@ -22,6 +22,12 @@ dropout masks stay independent per module (they come from another random stream 
 runs with dropout differ from unfused runs as two seeds' dropout would; without dropout they agree
 to rounding: ``tests/loraild/test_loraild_fused_lora.py``).  It patches the three modules'
 ``forward`` (an instance attribute, removed by :meth:`FusedLoraRecorder.remove`).
+
+With dropout on CUDA, ``H`` comes from one Triton op when triton is installed
+(:func:`~paperlib.loraild.lora_a_kernel.dropout_lora_a`: the masks are drawn in registers and
+regenerated in backward, no ``[3, N, d]`` copies); ``kernel="torch"`` keeps the batched product of
+dropped-out copies, and ``"auto"`` also takes it where the op cannot run (CPU, no triton, while
+``torch.compile`` traces: the op's mask seed is a host value).
 """
 
 from __future__ import annotations
@@ -32,7 +38,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from paperlib.loraild import lora_a_kernel
 from paperlib.loraild.models import LORA_TARGETS, encoder_layers
+
+KERNELS = ("auto", "triton", "torch")
 
 
 def _qkv_modules(layer: nn.Module, adapter: str) -> list[nn.Module]:
@@ -56,9 +65,18 @@ class FusedLoraRecorder:
 
     The same interface as :class:`~paperlib.loraild.features.LoraFeatureRecorder` (``n_layers``,
     :meth:`get`, :meth:`stacked`, :meth:`clear`, :meth:`remove`).
+
+    ``kernel`` picks how training with dropout computes the features: ``"triton"``
+    (:func:`~paperlib.loraild.lora_a_kernel.dropout_lora_a`), ``"torch"`` (dropout of three copies,
+    one batched product) or ``"auto"`` (the Triton op on CUDA tensors when it can run, else torch).
     """
 
-    def __init__(self, model: nn.Module, adapter: str = "default"):
+    def __init__(self, model: nn.Module, adapter: str = "default", kernel: str = "auto"):
+        if kernel not in KERNELS:
+            raise ValueError(f"kernel must be one of {KERNELS}, not {kernel!r}")
+        if kernel == "triton" and not lora_a_kernel.triton_installed():
+            raise ValueError("kernel='triton' needs triton, which is not installed")
+        self.kernel = kernel
         self.adapter = adapter
         self.layers = [_qkv_modules(layer, adapter) for layer in encoder_layers(model)]
         self.n_layers = len(self.layers)
@@ -106,12 +124,26 @@ class FusedLoraRecorder:
                 # copies rather than on them: the [3, N, d] dropout and its backward move half the bytes
                 # (they were 38% of the step's extra device time over Vanilla KD at 128 x 128, bf16)
                 x2 = x2.to(a.dtype)
+            if self._triton(x2, a):
+                return lora_a_kernel.dropout_lora_a(x2, a, p)
             xs = F.dropout(x2.expand(3, *x2.shape), p, True)  # three independent masks
             # (A xs^T)^T rather than xs A^T: A's gradient then comes out contiguous, as the
             # parameters are, so no per-module copy is needed to accumulate it
             return torch.bmm(a, xs.transpose(1, 2)).transpose(1, 2)
         r = a.shape[1]
         return (x2 @ a.reshape(3 * r, -1).T).view(-1, 3, r).transpose(0, 1)
+
+    def _triton(self, x2: torch.Tensor, a: torch.Tensor) -> bool:
+        """Whether the dropped-out features come from the Triton op (``kernel``; "triton" raises where it can't run)."""
+        if self.kernel == "torch":
+            return False
+        compiling = torch.compiler.is_compiling()
+        if self.kernel == "triton":
+            if compiling:
+                raise ValueError("kernel='triton' cannot run under torch.compile (its mask seed is a host value); "
+                                 "use 'auto'")
+            return True  # dropout_lora_a says why when it cannot run on x2
+        return x2.is_cuda and not compiling and x2.dtype == a.dtype and lora_a_kernel.available(x2)
 
     def _forward(self, li: int, mi: int, m: nn.Module):
         original = type(m).forward.__get__(m)
@@ -185,4 +217,4 @@ class FusedLoraRecorder:
         self.remove()
 
 
-__all__ = ["FusedLoraRecorder"]
+__all__ = ["KERNELS", "FusedLoraRecorder"]
