@@ -178,8 +178,21 @@ eighth1)  # next: where a data-parallel step's extra 5 ms go (device-idle gaps i
   step "$OUT/multi.log" python bench/checks/trace_gaps.py /tmp/ddp-bench/profiles/trace_*.json --steps 5 --top 15
   cp /tmp/ddp-bench/profiles/*.txt "$OUT/" 2>/dev/null
   ;;
+ninth1)  # round 8: the Triton LoRA-A op on card 1 (tests, then timings) while card 0 prepares a teacher; then
+  # data-parallel stage 2 of paperlib versions unpacked in /tmp/v/* (bench/ddp_variants_ab.sh), interleaved
+  (
+    export CUDA_VISIBLE_DEVICES=1
+    step "$OUT/card1.log" timeout 120 python -m pytest -q -p no:cacheprovider tests/loraild/test_loraild_lora_a_kernel.py \
+      tests/loraild/test_loraild_fused_lora.py
+    step "$OUT/card1.log" timeout 150 python bench/checks/lora_a_kernel.py --sweep --json "$OUT/lora_a_kernel.json"
+  ) &
+  SWEEP="--methods vanilla_kd loraild_fixed --seeds 1 --epochs 3 --steps-per-epoch 60"
+  step "$OUT/multi.log" env CUDA_VISIBLE_DEVICES=0 python bench/bench_sweep_gpus.py $SWEEP --out /tmp/sweep-bench --prepare-only
+  wait
+  step "$OUT/multi.log" env W=/tmp/sweep-bench OUT="$OUT" VARIANTS="$VARIANTS" RUNS="$RUNS" bash bench/ddp_variants_ab.sh
+  ;;
 *)
-  echo "usage: bash bench/run_gpu_benches.sh single|multi|sweep|final|third1|third2|fourth1|fourth2|fifth1|fifth2|sixth1|sixth2|seventh1|seventh2prep|seventh2|eighth1" >&2
+  echo "usage: bash bench/run_gpu_benches.sh single|multi|sweep|final|third1|third2|fourth1|fourth2|fifth1|fifth2|sixth1|sixth2|seventh1|seventh2prep|seventh2|eighth1|ninth1" >&2
   exit 2
   ;;
 esac
