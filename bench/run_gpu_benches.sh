@@ -182,12 +182,12 @@ ninth1)  # round 8: the Triton LoRA-A op on card 1 (tests, then timings) while c
   # data-parallel stage 2 of paperlib versions unpacked in /tmp/v/* (bench/ddp_variants_ab.sh), interleaved
   (
     export CUDA_VISIBLE_DEVICES=1
-    step "$OUT/card1.log" timeout 120 python -m pytest -q -p no:cacheprovider tests/loraild/test_loraild_lora_a_kernel.py \
+    step "$OUT/card1.log" timeout 150 python -m pytest -q -x -p no:cacheprovider tests/loraild/test_loraild_lora_a_kernel.py \
       tests/loraild/test_loraild_fused_lora.py
-    step "$OUT/card1.log" timeout 150 python bench/checks/lora_a_kernel.py --sweep --json "$OUT/lora_a_kernel.json"
+    step "$OUT/card1.log" timeout 90 python bench/checks/lora_a_kernel.py --json "$OUT/lora_a_kernel.json"
   ) &
   SWEEP="--methods vanilla_kd loraild_fixed --seeds 1 --epochs 3 --steps-per-epoch 60"
-  step "$OUT/multi.log" env CUDA_VISIBLE_DEVICES=0 python bench/bench_sweep_gpus.py $SWEEP --out /tmp/sweep-bench --prepare-only
+  step "$OUT/multi.log" python bench/bench_sweep_gpus.py $SWEEP --out /tmp/sweep-bench --prepare-only
   wait
   step "$OUT/multi.log" env W=/tmp/sweep-bench OUT="$OUT" VARIANTS="$VARIANTS" RUNS="$RUNS" bash bench/ddp_variants_ab.sh
   ;;

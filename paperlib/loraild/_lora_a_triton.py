@@ -6,7 +6,7 @@ tests switch the interpreter on after the package was imported.
 
 Notation: ``x`` ``[N, D]``, ``A`` ``[3, R, D]``, ``H`` and ``dH`` ``[3, N, R]``, keep masks ``m_c``
 ``[N, D]``, ``s = 1 / (1 - p)``.  Products take tiles of ``x`` with the dropped elements zeroed
-(``where(m_c, x, 0)``, exact in any dtype) and apply ``s`` once to the fp32 accumulators.
+(``x * m_c``, ``m_c`` in {0, 1}: exact in any dtype) and apply ``s`` once to the fp32 accumulators.
 """
 
 from __future__ import annotations
@@ -31,9 +31,22 @@ def _mask_offsets(seed, row0, rows, cols, D, chunk_rows):
 
 @triton.jit
 def _keep3(key, offs, p):
-    """The three keep masks (``u >= p``, probability ``1 - p`` each) from one Philox draw per element."""
+    """The three keep masks, 1.0 where ``u > p`` (probability ``1 - p`` each) and 0.0 elsewhere, from
+    one Philox draw per element.
+
+    As floats, never booleans: Triton 3.6 hoists the masking into the product's operand layout, and a
+    boolean tensor in that layout fails to compile on an H100 (``applyLinearLayout`` assertion,
+    bench/README.md section 7).  ``ceil(u - p)`` is 1 for ``u > p`` and 0 (or -0) otherwise: ``u - p``
+    is exact for the ``u`` near ``p`` (Sterbenz), so the comparison is exact."""
     u0, u1, u2, _u3 = tl.rand4x(key, offs)
-    return u0 >= p, u1 >= p, u2 >= p
+    return tl.math.ceil(u0 - p), tl.math.ceil(u1 - p), tl.math.ceil(u2 - p)
+
+
+@triton.jit
+def _masked(x, m):
+    """``x`` with the dropped elements zeroed: ``x * m`` in fp32 (exact, ``m`` in {0, 1}), back in
+    ``x``'s dtype (the interpreter multiplies bf16 as raw integers)."""
+    return (x.to(tl.float32) * m).to(x.dtype)
 
 
 @triton.jit
@@ -59,9 +72,9 @@ def masks_kernel(m_ptr, seed, p, N, D, chunk_rows, BLOCK_N: tl.constexpr, BLOCK_
     key, offs = _mask_offsets(seed, row0, rows, cols, D, chunk_rows)
     k0, k1, k2 = _keep3(key, offs, p)
     rows64 = rows.to(tl.int64)
-    tl.store(m_ptr + rows64[:, None] * D + cols[None, :], k0.to(tl.int8), mask=inb)
-    tl.store(m_ptr + (rows64 + N)[:, None] * D + cols[None, :], k1.to(tl.int8), mask=inb)
-    tl.store(m_ptr + (rows64 + 2 * N)[:, None] * D + cols[None, :], k2.to(tl.int8), mask=inb)
+    tl.store(m_ptr + rows64[:, None] * D + cols[None, :], (k0 != 0).to(tl.int8), mask=inb)
+    tl.store(m_ptr + (rows64 + N)[:, None] * D + cols[None, :], (k1 != 0).to(tl.int8), mask=inb)
+    tl.store(m_ptr + (rows64 + 2 * N)[:, None] * D + cols[None, :], (k2 != 0).to(tl.int8), mask=inb)
 
 
 @triton.jit(do_not_specialize=["seed"])
@@ -93,10 +106,9 @@ def forward_kernel(x_ptr, a_ptr, h_ptr, seed, p, scale, N, D, R, chunk_rows,
         if DROP:
             key, offs = _mask_offsets(seed, row0, rows, cols, D, chunk_rows)
             m0, m1, m2 = _keep3(key, offs, p)
-            zero = tl.zeros_like(x)
-            acc0 += _dot(tl.where(m0, x, zero), at0, PRECISION, DOT_F32)
-            acc1 += _dot(tl.where(m1, x, zero), at1, PRECISION, DOT_F32)
-            acc2 += _dot(tl.where(m2, x, zero), at2, PRECISION, DOT_F32)
+            acc0 += _dot(_masked(x, m0), at0, PRECISION, DOT_F32)
+            acc1 += _dot(_masked(x, m1), at1, PRECISION, DOT_F32)
+            acc2 += _dot(_masked(x, m2), at2, PRECISION, DOT_F32)
         else:
             acc0 += _dot(x, at0, PRECISION, DOT_F32)
             acc1 += _dot(x, at1, PRECISION, DOT_F32)
@@ -155,7 +167,7 @@ def backward_kernel(x_ptr, a_ptr, g_ptr, dx_ptr, pa_ptr, seed, p, scale, N, D, R
             d1 = _dot(g1, a1, PRECISION, DOT_F32)
             d2 = _dot(g2, a2, PRECISION, DOT_F32)
             if DROP:
-                dx = tl.where(m0, d0, 0.0) + tl.where(m1, d1, 0.0) + tl.where(m2, d2, 0.0)
+                dx = d0 * m0 + d1 * m1 + d2 * m2
             else:
                 dx = d0 + d1 + d2
             tl.store(dx_ptr + rows64[:, None] * sdn + cols[None, :] * sdk,
@@ -163,10 +175,9 @@ def backward_kernel(x_ptr, a_ptr, g_ptr, dx_ptr, pa_ptr, seed, p, scale, N, D, R
         if NEED_DA:
             x = tl.load(x_ptr + rows64[:, None] * sxn + cols[None, :] * sxk, mask=x_msk, other=0.0)
             if DROP:
-                zero = tl.zeros_like(x)
-                da0 += _dot(tl.trans(g0), tl.where(m0, x, zero), PRECISION, DOT_F32)
-                da1 += _dot(tl.trans(g1), tl.where(m1, x, zero), PRECISION, DOT_F32)
-                da2 += _dot(tl.trans(g2), tl.where(m2, x, zero), PRECISION, DOT_F32)
+                da0 += _dot(tl.trans(g0), _masked(x, m0), PRECISION, DOT_F32)
+                da1 += _dot(tl.trans(g1), _masked(x, m1), PRECISION, DOT_F32)
+                da2 += _dot(tl.trans(g2), _masked(x, m2), PRECISION, DOT_F32)
             else:
                 da0 += _dot(tl.trans(g0), x, PRECISION, DOT_F32)
                 da1 += _dot(tl.trans(g1), x, PRECISION, DOT_F32)
