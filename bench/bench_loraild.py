@@ -90,13 +90,16 @@ def build_student(cfg: RobertaConfig, rank: int | None, device) -> torch.nn.Modu
 
 
 def bench_method(name: str, mode: str, bf16: bool, teacher, t_recorder, t_cfg, s_cfg, split, cache, args, device,
-                 fused: bool = True) -> dict:
-    """Time ``args.steps`` training steps (after ``args.warmup``) of one method."""
+                 fused: bool = True, kernel: str = "auto") -> dict:
+    """Time ``args.steps`` training steps (after ``args.warmup``) of one method (``kernel``: the fused
+    LoRA's feature path under dropout, :class:`~paperlib.loraild.fused_lora.FusedLoraRecorder`)."""
     method = METHODS[name]
     torch.manual_seed(0)
     student = build_student(s_cfg, args.rank if method.student_lora else None, device)
     model = DistillModel(student, method, TASK, t_cfg.num_hidden_layers, t_cfg.hidden_size,
                          fused_lora=fused).to(device)
+    if fused and model.recorder is not None:
+        model.recorder.kernel = kernel
     model.train()
     if args.compile:
         student.compile(mode=None if args.compile == "default" else args.compile)
@@ -155,7 +158,8 @@ def bench_method(name: str, mode: str, bf16: bool, teacher, t_recorder, t_cfg, s
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return {"method": name, "mode": mode, "dtype": "bf16" if bf16 else "fp32",
-            "lora_path": ("fused" if fused else "hooks") if method.student_lora else "-", "step_s": dt,
+            "lora_path": (("fused" if kernel == "auto" else f"fused-{kernel}") if fused else "hooks")
+            if method.student_lora else "-", "step_s": dt,
             "samples_per_s": args.batch / dt, "model_flops_per_step": flops, "flop_rate": flops / dt,
             "peak_gib": peak, "loss": float(loss.detach())}
 
@@ -201,8 +205,10 @@ def main() -> None:
     ap.add_argument("--section", default="steps", choices=["steps", "compile", "run", "kmeans"],
                     help="steps: the step table; compile: eager vs compiled losses; run: per-phase times of one "
                          "CLI run; kmeans: device k-means vs scikit-learn (loraild_sections.py)")
-    ap.add_argument("--lora-paths", nargs="+", default=["fused"], choices=["fused", "hooks"],
-                    help="student LoRA of the LoRAILD rows: fused q/k/v (paperlib's default) and/or peft + hooks")
+    ap.add_argument("--lora-paths", nargs="+", default=["fused"], choices=["fused", "fused-torch", "fused-triton", "hooks"],
+                    help="student LoRA of the LoRAILD rows: fused q/k/v (paperlib's default; its dropped-out "
+                         "features from the Triton op where 'auto' picks it, or forced: fused-torch, fused-triton) "
+                         "and/or peft + hooks")
     ap.add_argument("--compare-steps", type=int, default=300)
     ap.add_argument("--compare-window", type=int, default=50)
     ap.add_argument("--run-method", default="loraild_fixed")
@@ -285,7 +291,8 @@ def main() -> None:
                 for mode in [m for m in args.modes if METHODS[name].kd or m == "live"]:
                     for path in (args.lora_paths if METHODS[name].student_lora else ["fused"]):
                         r = bench_method(name, mode, bf16, teacher, t_recorder, t_cfg, s_cfg, split, caches[bf16],
-                                         args, device, fused=path == "fused")
+                                         args, device, fused=path.startswith("fused"),
+                                         kernel=path.split("-", 1)[1] if path.startswith("fused-") else "auto")
                         r["mfu"] = r["flop_rate"] / rate
                         timings.setdefault((dtype, name, mode, path), []).append(r)
                         print(f"{dtype:5s} {name:22s} {mode:6s} {r['lora_path']:5s} {r['samples_per_s']:8.1f} samples/s  "
