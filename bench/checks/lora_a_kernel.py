@@ -32,6 +32,9 @@ import torch.nn.functional as F
 
 from paperlib.loraild import lora_a_kernel as K
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: the shared timing helpers
+from timing import cuda_ms  # noqa: E402
+
 
 def torch_path(x: torch.Tensor, a: torch.Tensor, p: float) -> torch.Tensor:
     """``FusedLoraRecorder._features``' dropout path."""
@@ -57,14 +60,7 @@ def time_ms(fn, device: torch.device, iters: int, repeats: int, warmup: int) -> 
     means = []
     for _ in range(repeats):
         if device.type == "cuda":
-            torch.cuda.synchronize()
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            for _ in range(iters):
-                fn()
-            end.record()
-            torch.cuda.synchronize()
-            means.append(start.elapsed_time(end) / iters)
+            means.append(cuda_ms(fn, iters=iters, warmup=0))
         else:
             t = time.perf_counter()
             for _ in range(iters):
