@@ -23,11 +23,12 @@ runs with dropout differ from unfused runs as two seeds' dropout would; without 
 to rounding: ``tests/loraild/test_loraild_fused_lora.py``).  It patches the three modules'
 ``forward`` (an instance attribute, removed by :meth:`FusedLoraRecorder.remove`).
 
-With dropout on CUDA, ``H`` comes from one Triton op when triton is installed
+With dropout, ``H`` can come from one Triton op
 (:func:`~paperlib.loraild.lora_a_kernel.dropout_lora_a`: the masks are drawn in registers and
-regenerated in backward, no ``[3, N, d]`` copies); ``kernel="torch"`` keeps the batched product of
-dropped-out copies, and ``"auto"`` also takes it where the op cannot run (CPU, no triton, while
-``torch.compile`` traces: the op's mask seed is a host value).
+regenerated in backward, no ``[3, N, d]`` copies).  ``kernel="auto"`` (the default) takes it for
+16-bit CUDA inputs of at least :data:`AUTO_MIN_TOKENS` tokens, where it was measured faster, and
+the batched product of dropped-out copies otherwise (``kernel="torch"`` always): on the CPU, without
+triton, in float32 and while ``torch.compile`` traces (the op's mask seed is a host value).
 """
 
 from __future__ import annotations
