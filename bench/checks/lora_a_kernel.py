@@ -3,7 +3,7 @@
 One layer's ``H[c] = dropout_c(x) A[c]^T`` (``x`` ``[N, d]``, ``A`` ``[3, r, d]``, three independent
 masks), forward + backward (gradients of ``x`` and ``A``), timed two ways:
 
-- ``torch``: ``FusedLoraRecorder``'s torch path, ``bmm(A, dropout(x.expand(3, N, d)).mT).mT``;
+- ``torch``: ``FusedLoraRecorder``'s torch path (:func:`~paperlib.loraild.fused_lora.dropout_lora_a_torch`);
 - ``triton``: :func:`paperlib.loraild.lora_a_kernel.dropout_lora_a` (masks in registers).
 
 Each is timed with CUDA events (warm-up, then the median of ``--repeats`` means of ``--iters``
@@ -28,18 +28,12 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from paperlib.loraild import lora_a_kernel as K
+from paperlib.loraild.fused_lora import dropout_lora_a_torch as torch_path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: the shared timing helpers
 from timing import cuda_ms  # noqa: E402
-
-
-def torch_path(x: torch.Tensor, a: torch.Tensor, p: float) -> torch.Tensor:
-    """``FusedLoraRecorder._features``' dropout path."""
-    xs = F.dropout(x.expand(3, *x.shape), p, True)
-    return torch.bmm(a, xs.transpose(1, 2)).transpose(1, 2)
 
 
 def triton_path(x: torch.Tensor, a: torch.Tensor, p: float, config: K.Config = K.DEFAULT_CONFIG) -> torch.Tensor:

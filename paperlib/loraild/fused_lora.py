@@ -47,6 +47,16 @@ KERNELS = ("auto", "triton", "torch")
 AUTO_MIN_TOKENS = 16384
 
 
+def dropout_lora_a_torch(x2: torch.Tensor, a: torch.Tensor, p: float) -> torch.Tensor:
+    """``[3, N, r]``: ``H[c] = dropout_c(x2) A[c]^T`` in torch, three independently dropped-out copies
+    of ``x2`` ``[N, d]`` (one dropout of a stride-0 view) and one batched product with ``a`` ``[3, r, d]``
+    (the op :mod:`~paperlib.loraild.lora_a_kernel` computes without the copies)."""
+    xs = F.dropout(x2.expand(3, *x2.shape), p, True)  # three independent masks
+    # (A xs^T)^T rather than xs A^T: A's gradient then comes out contiguous, as the
+    # parameters are, so no per-module copy is needed to accumulate it
+    return torch.bmm(a, xs.transpose(1, 2)).transpose(1, 2)
+
+
 def _qkv_modules(layer: nn.Module, adapter: str) -> list[nn.Module]:
     found = {}
     for name, module in layer.named_modules():
@@ -130,10 +140,7 @@ class FusedLoraRecorder:
                 x2 = x2.to(a.dtype)
             if self._triton(x2, a):
                 return lora_a_kernel.dropout_lora_a(x2, a, p)
-            xs = F.dropout(x2.expand(3, *x2.shape), p, True)  # three independent masks
-            # (A xs^T)^T rather than xs A^T: A's gradient then comes out contiguous, as the
-            # parameters are, so no per-module copy is needed to accumulate it
-            return torch.bmm(a, xs.transpose(1, 2)).transpose(1, 2)
+            return dropout_lora_a_torch(x2, a, p)
         r = a.shape[1]
         return (x2 @ a.reshape(3 * r, -1).T).view(-1, 3, r).transpose(0, 1)
 
@@ -224,4 +231,4 @@ class FusedLoraRecorder:
         self.remove()
 
 
-__all__ = ["KERNELS", "FusedLoraRecorder"]
+__all__ = ["KERNELS", "FusedLoraRecorder", "dropout_lora_a_torch"]
