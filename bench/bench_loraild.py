@@ -19,7 +19,9 @@ Prints, from one run on one device:
 Usage: ``PYTHONPATH=. python bench/bench_loraild.py [--steps 40] [--json out.json] [--profile p.txt]``.
 ``--tiny`` runs 2-layer models on the CPU (a smoke test of the script itself).
 ``--lora-paths fused hooks`` times the LoRAILD rows with the fused q/k/v LoRA (paperlib's default)
-and with peft's per-module LoRA plus feature hooks (the earlier path).  ``--section compile | run |
+and with peft's per-module LoRA plus feature hooks (the earlier path); ``fused-composite`` is the
+fused LoRA with the Triton features but without the one-node branch (``one_node=False``),
+``fused-torch`` / ``fused-triton`` force the features' kernel.  ``--section compile | run |
 kmeans``: eager vs compiled losses, per-phase times of one CLI run, device k-means vs scikit-learn
 (:mod:`loraild_sections`).
 """
@@ -90,7 +92,7 @@ def build_student(cfg: RobertaConfig, rank: int | None, device) -> torch.nn.Modu
 
 
 def bench_method(name: str, mode: str, bf16: bool, teacher, t_recorder, t_cfg, s_cfg, split, cache, args, device,
-                 fused: bool = True, kernel: str = "auto") -> dict:
+                 fused: bool = True, kernel: str = "auto", one_node: bool = True) -> dict:
     """Time ``args.steps`` training steps (after ``args.warmup``) of one method (``kernel``: the fused
     LoRA's feature path under dropout, :class:`~paperlib.loraild.fused_lora.FusedLoraRecorder`)."""
     method = METHODS[name]
@@ -100,6 +102,7 @@ def bench_method(name: str, mode: str, bf16: bool, teacher, t_recorder, t_cfg, s
                          fused_lora=fused).to(device)
     if fused and model.recorder is not None:
         model.recorder.kernel = kernel
+        model.recorder.one_node = one_node
     model.train()
     if args.compile:
         student.compile(mode=None if args.compile == "default" else args.compile)
@@ -158,7 +161,8 @@ def bench_method(name: str, mode: str, bf16: bool, teacher, t_recorder, t_cfg, s
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return {"method": name, "mode": mode, "dtype": "bf16" if bf16 else "fp32",
-            "lora_path": (("fused" if kernel == "auto" else f"fused-{kernel}") if fused else "hooks")
+            "lora_path": (("fused" if kernel == "auto" else f"fused-{kernel}") + ("" if one_node else "-composite")
+                          if fused else "hooks")
             if method.student_lora else "-", "step_s": dt,
             "samples_per_s": args.batch / dt, "model_flops_per_step": flops, "flop_rate": flops / dt,
             "peak_gib": peak, "loss": float(loss.detach())}
@@ -205,10 +209,10 @@ def main() -> None:
     ap.add_argument("--section", default="steps", choices=["steps", "compile", "run", "kmeans"],
                     help="steps: the step table; compile: eager vs compiled losses; run: per-phase times of one "
                          "CLI run; kmeans: device k-means vs scikit-learn (loraild_sections.py)")
-    ap.add_argument("--lora-paths", nargs="+", default=["fused"], choices=["fused", "fused-torch", "fused-triton", "hooks"],
+    ap.add_argument("--lora-paths", nargs="+", default=["fused"], choices=["fused", "fused-composite", "fused-torch", "fused-triton", "hooks"],
                     help="student LoRA of the LoRAILD rows: fused q/k/v (paperlib's default; its dropped-out "
-                         "features from the Triton op where 'auto' picks it, or forced: fused-torch, fused-triton) "
-                         "and/or peft + hooks")
+                         "features from the Triton op where 'auto' picks it, or forced: fused-torch, fused-triton; "
+                         "fused-composite: the Triton features without the one-node branch) and/or peft + hooks")
     ap.add_argument("--compare-steps", type=int, default=300)
     ap.add_argument("--compare-window", type=int, default=50)
     ap.add_argument("--run-method", default="loraild_fixed")
@@ -292,7 +296,8 @@ def main() -> None:
                     for path in (args.lora_paths if METHODS[name].student_lora else ["fused"]):
                         r = bench_method(name, mode, bf16, teacher, t_recorder, t_cfg, s_cfg, split, caches[bf16],
                                          args, device, fused=path.startswith("fused"),
-                                         kernel=path.split("-", 1)[1] if path.startswith("fused-") else "auto")
+                                         kernel=path.split("-", 1)[1] if path in ("fused-torch", "fused-triton") else "auto",
+                                         one_node=path != "fused-composite")
                         r["mfu"] = r["flop_rate"] / rate
                         timings.setdefault((dtype, name, mode, path), []).append(r)
                         print(f"{dtype:5s} {name:22s} {mode:6s} {r['lora_path']:5s} {r['samples_per_s']:8.1f} samples/s  "

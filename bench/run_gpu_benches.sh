@@ -197,8 +197,31 @@ ninth1)  # round 8: the Triton LoRA-A op on card 1 (tests, then timings) while c
   wait
   step "$OUT/multi.log" env W=/tmp/sweep-bench OUT="$OUT" VARIANTS="$VARIANTS" RUNS="$RUNS" bash bench/ddp_variants_ab.sh
   ;;
+tenth1|tenth1prep)  # round 9. tenth1prep: card 1 times the step with the one-node LoRA branch against the
+  # composite path and the torch features (tests, step table, profiles, the Triton op's tile sweep) while card 0
+  # prepares a data-parallel run three times round 8's length (3 epochs x 300 steps); tenth1, right after on
+  # the warm machine: that run in 1 and 2 processes
+  DDP="--nproc 2 --global-batch 128 --steps-per-epoch 300 --epochs 3 --words 24"
+  if [ "$1" = tenth1prep ]; then
+    (
+      export CUDA_VISIBLE_DEVICES=1
+      step "$OUT/card1.log" timeout 150 python -m pytest -q -x -p no:cacheprovider tests/loraild/test_loraild_lora_branch.py
+      step "$OUT/card1.log" timeout 200 python bench/bench_loraild.py --dtypes bf16 --modes cached \
+        --methods vanilla_kd loraild_fixed --batch 128 --lora-paths fused fused-composite fused-torch --repeats 3 \
+        --json "$OUT/steps_b128.json"
+      step "$OUT/card1.log" timeout 120 python bench/bench_loraild.py --dtypes bf16 --modes cached \
+        --methods vanilla_kd loraild_fixed --batch 128 --steps 20 --profile "$OUT/profile_b128.txt" \
+        --profile-method vanilla_kd loraild_fixed --json "$OUT/steps_b128_profiled.json"
+      step "$OUT/card1.log" timeout 200 python bench/checks/lora_a_kernel.py --sweep --json "$OUT/lora_a_kernel_sweep.json"
+    ) &
+    step "$OUT/multi.log" python bench/bench_loraild_ddp.py $DDP --out /tmp/ddp-long --prepare-only
+    wait
+  else
+    step "$OUT/multi.log" python bench/bench_loraild_ddp.py $DDP --out /tmp/ddp-long --json "$OUT/ddp_b128_long.json"
+  fi
+  ;;
 *)
-  echo "usage: bash bench/run_gpu_benches.sh single|multi|sweep|final|third1|third2|fourth1|fourth2|fifth1|fifth2|sixth1|sixth2|seventh1|seventh2prep|seventh2|eighth1prep|eighth1|ninth1" >&2
+  echo "usage: bash bench/run_gpu_benches.sh single|multi|sweep|final|third1|third2|fourth1|fourth2|fifth1|fifth2|sixth1|sixth2|seventh1|seventh2prep|seventh2|eighth1prep|eighth1|ninth1|tenth1prep|tenth1" >&2
   exit 2
   ;;
 esac

@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from paperlib.loraild import lora_a_kernel
+from paperlib.loraild.lora_branch import LoraBranch
 from paperlib.loraild.models import LORA_TARGETS, encoder_layers
 
 KERNELS = ("auto", "triton", "torch")
@@ -83,14 +84,19 @@ class FusedLoraRecorder:
     (:func:`~paperlib.loraild.lora_a_kernel.dropout_lora_a`), ``"torch"`` (dropout of three copies,
     one batched product) or ``"auto"`` (the Triton op for 16-bit CUDA inputs of at least
     :data:`AUTO_MIN_TOKENS` tokens, where it was measured faster; torch otherwise).
+
+    ``one_node`` (default): where the Triton op runs, the layer's query call computes all three
+    outputs as one autograd node (:class:`~paperlib.loraild.lora_branch.LoraBranch`; key and value
+    return theirs), instead of the composite of about 20 tensor operations per layer.
     """
 
-    def __init__(self, model: nn.Module, adapter: str = "default", kernel: str = "auto"):
+    def __init__(self, model: nn.Module, adapter: str = "default", kernel: str = "auto", one_node: bool = True):
         if kernel not in KERNELS:
             raise ValueError(f"kernel must be one of {KERNELS}, not {kernel!r}")
         if kernel == "triton" and not lora_a_kernel.triton_installed():
             raise ValueError("kernel='triton' needs triton, which is not installed")
         self.kernel = kernel
+        self.one_node = one_node
         self.adapter = adapter
         self.layers = [_qkv_modules(layer, adapter) for layer in encoder_layers(model)]
         self.n_layers = len(self.layers)
@@ -106,6 +112,10 @@ class FusedLoraRecorder:
         # per layer, the three [N, r] inputs of the B products: s H_m (one unbind, one scaling)
         self._scaled: list[tuple[torch.Tensor, ...] | None] = [None] * self.n_layers
         self._b: list[tuple[torch.Tensor, ...] | None] = [None] * self.n_layers  # B_q, B_k, B_v (cast once)
+        # per layer, the three outputs of the one-node branch for the input in _inputs (or None)
+        self._outs: list[tuple[torch.Tensor, ...] | None] = [None] * self.n_layers
+        scales = [{m.scaling[adapter] for m in mods} for mods in self.layers]
+        self._branch_scale = [sc.pop() if len(sc) == 1 else None for sc in scales]
         for li, mods in enumerate(self.layers):
             for mi, m in enumerate(mods):
                 m.forward = self._forward(li, mi, m)
@@ -138,14 +148,15 @@ class FusedLoraRecorder:
                 # copies rather than on them: the [3, N, d] dropout and its backward move half the bytes
                 # (they were 38% of the step's extra device time over Vanilla KD at 128 x 128, bf16)
                 x2 = x2.to(a.dtype)
-            if self._triton(x2, a):
+            if self._triton(x2, x2.dtype) and (self.kernel == "triton" or x2.dtype == a.dtype):
                 return lora_a_kernel.dropout_lora_a(x2, a, p)
             return dropout_lora_a_torch(x2, a, p)
         r = a.shape[1]
         return (x2 @ a.reshape(3 * r, -1).T).view(-1, 3, r).transpose(0, 1)
 
-    def _triton(self, x2: torch.Tensor, a: torch.Tensor) -> bool:
-        """Whether the dropped-out features come from the Triton op (``kernel``; "triton" raises where it can't run)."""
+    def _triton(self, x: torch.Tensor, dtype: torch.dtype) -> bool:
+        """Whether the dropped-out features of ``x`` (computed in ``dtype``) come from the Triton op
+        (``kernel``; "triton" raises where it can't run)."""
         if self.kernel == "torch":
             return False
         compiling = torch.compiler.is_compiling()
@@ -156,8 +167,44 @@ class FusedLoraRecorder:
             return True  # dropout_lora_a says why when it cannot run on x2
         # measured on an H100 (bench/README.md section 7, round 8): 1.70x faster than the torch path at
         # N = 16,384 tokens in bf16, but slower at 4,096 (0.75x) and in float32 (0.13x: no tensor cores)
-        return (x2.is_cuda and not compiling and x2.dtype == a.dtype and x2.dtype in (torch.bfloat16, torch.float16)
-                and x2.shape[0] >= AUTO_MIN_TOKENS and lora_a_kernel.available(x2))
+        return (x.is_cuda and not compiling and dtype in (torch.bfloat16, torch.float16)
+                and x.numel() // x.shape[-1] >= AUTO_MIN_TOKENS and lora_a_kernel.available(x))
+
+    def _compute_dtype(self, li: int, x: torch.Tensor) -> torch.dtype:
+        """The dtype of the layer's LoRA products: autocast's when it is on, else the A weights' (as :meth:`_weights`)."""
+        a_dtype = self.layers[li][0].lora_A[self.adapter].weight.dtype
+        if torch.is_autocast_enabled(x.device.type) and a_dtype.is_floating_point:
+            return torch.get_autocast_dtype(x.device.type)
+        return a_dtype
+
+    def _branch_applies(self, li: int, x: torch.Tensor) -> torch.dtype | None:
+        """The compute dtype when the layer runs as one node (dropout on, the Triton op chosen), else ``None``."""
+        mods = self.layers[li]
+        if not self.one_node or self._branch_scale[li] is None:
+            return None
+        if not (_dropout_p(mods[0], self.adapter) > 0 and mods[0].lora_dropout[self.adapter].training):
+            return None
+        dtype = self._compute_dtype(li, x)
+        if self.kernel == "triton" and ((dtype != x.dtype and not torch.is_autocast_enabled(x.device.type))
+                                        or not lora_a_kernel.available(x)):
+            return None  # the composite path raises the op's error (dtypes, device)
+        return dtype if self._triton(x, dtype) else None
+
+    def _run_branch(self, li: int, x: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
+        """All three outputs of layer ``li`` for ``x`` as one node; records the features."""
+        mods = self.layers[li]
+        ad = self.adapter
+        y0 = [m.base_layer(x) for m in mods]
+        a = [m.lora_A[ad].weight for m in mods]
+        b = [m.lora_B[ad].weight for m in mods]
+        *outs, h = LoraBranch.apply(x, *y0, *a, *b, _dropout_p(mods[0], ad), lora_a_kernel.draw_seed(),
+                                    float(self._branch_scale[li]), dtype, lora_a_kernel.DEFAULT_CONFIG)
+        self._inputs[li] = x
+        self._feats[li] = h
+        self._shapes[li] = tuple(x.shape[:-1])
+        self._scaled[li] = self._b[li] = None
+        self._outs[li] = tuple(outs)
+        return self._outs[li]
 
     def _forward(self, li: int, mi: int, m: nn.Module):
         original = type(m).forward.__get__(m)
@@ -167,8 +214,16 @@ class FusedLoraRecorder:
         exact = math.frexp(scale)[0] == 0.5
 
         def forward(x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+            outs = self._outs[li]
+            if mi > 0 and outs is not None and self._inputs[li] is x and not (args or kwargs):
+                return outs[mi]  # this layer's query call computed it for this input (one node)
             if args or kwargs or m.disable_adapters or m.merged or self.adapter not in m.active_adapters:
                 return original(x, *args, **kwargs)
+            if mi == 0 or self._inputs[li] is not x:
+                dtype = self._branch_applies(li, x)
+                if dtype is not None:
+                    return self._run_branch(li, x, dtype)[mi]
+                self._outs[li] = None
             base = m.base_layer(x)
             # query (called first) computes the layer's features; key and value reuse them when they
             # see the same tensor.  Query never reads the previous call's state, so a compiled student
@@ -216,6 +271,7 @@ class FusedLoraRecorder:
         self._feats = [None] * self.n_layers
         self._scaled = [None] * self.n_layers
         self._b = [None] * self.n_layers
+        self._outs = [None] * self.n_layers
 
     def remove(self) -> None:
         """Give the modules back their own (peft) forward."""

@@ -138,7 +138,8 @@ def _cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
-def _forward(x2: torch.Tensor, a: torch.Tensor, p: float, seed: int, cfg: Config) -> torch.Tensor:
+def forward_features(x2: torch.Tensor, a: torch.Tensor, p: float, seed: int, cfg: Config = DEFAULT_CONFIG) -> torch.Tensor:
+    """The forward kernel without autograd: ``H`` ``[3, N, r]`` in ``x2``'s dtype (inputs checked by the caller)."""
     n, d = x2.shape
     r = a.shape[1]
     h = torch.empty(3, n, r, dtype=x2.dtype, device=x2.device)
@@ -152,8 +153,12 @@ def _forward(x2: torch.Tensor, a: torch.Tensor, p: float, seed: int, cfg: Config
     return h
 
 
-def _backward(x2: torch.Tensor, a: torch.Tensor, dh: torch.Tensor, p: float, seed: int, cfg: Config,
-              need_dx: bool, need_da: bool) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+def backward_features(x2: torch.Tensor, a: torch.Tensor, dh: torch.Tensor, p: float, seed: int, cfg: Config,
+                      need_dx: bool, need_da: bool, da_dtype: torch.dtype | None = None
+                      ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """The backward kernel without autograd: ``dx`` ``[N, d]`` in ``x2``'s dtype and ``dA`` ``[3, r, d]`` in
+    ``da_dtype`` (``a``'s by default; summed over the row splits in fp32, so an fp32 ``da_dtype`` is never
+    rounded to ``a``'s 16 bits)."""
     n, d = x2.shape
     r = a.shape[1]
     if n == 0 or not (need_dx or need_da):
@@ -174,7 +179,7 @@ def _backward(x2: torch.Tensor, a: torch.Tensor, dh: torch.Tensor, p: float, see
         BLOCK_N=cfg.bwd_block_n, BLOCK_K=cfg.bwd_block_k, R_PAD=r_pad, DROP=p > 0,
         NEED_DX=need_dx, NEED_DA=need_da, PRECISION=_precision(x2.dtype), DOT_F32=_dot_f32(x2.dtype),
         num_warps=cfg.bwd_warps, num_stages=cfg.bwd_stages)
-    da = partial.sum(0)[:, :r].to(a.dtype) if need_da else None
+    da = partial.sum(0)[:, :r].to(da_dtype or a.dtype) if need_da else None
     return (dx if need_dx else None), da
 
 
@@ -185,17 +190,18 @@ class DropoutLoraA(torch.autograd.Function):
     def forward(ctx, x2: torch.Tensor, a: torch.Tensor, p: float, seed: int, cfg: Config) -> torch.Tensor:
         ctx.save_for_backward(x2, a)
         ctx.p, ctx.seed, ctx.cfg = p, seed, cfg
-        return _forward(x2, a, p, seed, cfg)
+        return forward_features(x2, a, p, seed, cfg)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, dh: torch.Tensor):
         x2, a = ctx.saved_tensors
-        dx, da = _backward(x2, a, dh, ctx.p, ctx.seed, ctx.cfg, ctx.needs_input_grad[0], ctx.needs_input_grad[1])
+        dx, da = backward_features(x2, a, dh, ctx.p, ctx.seed, ctx.cfg, ctx.needs_input_grad[0], ctx.needs_input_grad[1])
         return dx, da, None, None, None
 
 
-def _check(x2: torch.Tensor, a: torch.Tensor, p: float) -> None:
+def check_inputs(x2: torch.Tensor, a: torch.Tensor, p: float) -> None:
+    """Raise a one-line ``ValueError`` unless the op can run on ``x2`` ``[N, d]``, ``a`` ``[3, r, d]`` and ``p``."""
     if x2.dim() != 2 or a.dim() != 3 or a.shape[0] != 3 or a.shape[2] != x2.shape[1]:
         raise ValueError(f"expected x [N, d] and A [3, r, d], got {tuple(x2.shape)} and {tuple(a.shape)}")
     if x2.dtype != a.dtype:
@@ -213,7 +219,7 @@ def dropout_lora_a(x2: torch.Tensor, a: torch.Tensor, p: float, *, seed: int | N
                    config: Config = DEFAULT_CONFIG) -> torch.Tensor:
     """``[3, N, r]``: ``H[c] = dropout_c(x2) @ a[c]^T`` with three independent masks (differentiable in
     ``x2`` and ``a``).  ``seed`` (``0 <= seed < 2**31``) picks the masks; drawn by :func:`draw_seed` if ``None``."""
-    _check(x2, a, p)
+    check_inputs(x2, a, p)
     if seed is None:
         seed = draw_seed()
     elif not 0 <= seed < 2**31:
@@ -236,5 +242,5 @@ def dropout_masks(seed: int, n: int, d: int, p: float, device: torch.device | st
     return m.bool()
 
 
-__all__ = ["Config", "DEFAULT_CONFIG", "DTYPES", "DropoutLoraA", "available", "draw_seed", "dropout_lora_a",
-           "dropout_masks", "interpreted", "triton_installed", "unavailable_reason"]
+__all__ = ["Config", "DEFAULT_CONFIG", "DTYPES", "DropoutLoraA", "available", "backward_features", "check_inputs",
+           "draw_seed", "dropout_lora_a", "dropout_masks", "forward_features", "interpreted", "triton_installed", "unavailable_reason"]
