@@ -172,14 +172,17 @@ def profile_one(name: str, mode: str, teacher, t_recorder, t_cfg, s_cfg, split, 
     from torch.profiler import ProfilerActivity, profile as prof
 
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    path = args.profile_lora_path
     with prof(activities=acts) as p:
-        bench_method(name, mode, True, teacher, t_recorder, t_cfg, s_cfg, split, cache, args, device)
+        bench_method(name, mode, True, teacher, t_recorder, t_cfg, s_cfg, split, cache, args, device,
+                     kernel=path.split("-", 1)[1] if path in ("fused-torch", "fused-triton") else "auto",
+                     one_node=path != "fused-composite")
     key = "cuda_time_total" if device.type == "cuda" else "cpu_time_total"
     averages = p.key_averages()
     table = averages.table(sort_by=key, row_limit=30)
     steps = args.warmup + args.steps
     gpu, cpu = profile_ms_per_step(averages, steps)
-    head = (f"# {name}, {mode} teacher, bf16 autocast, compile={args.compile}, {steps} steps profiled\n"
+    head = (f"# {name}, {mode} teacher, bf16 autocast, compile={args.compile}, LoRA path {path}, {steps} steps profiled\n"
             f"# per step: device busy {gpu:.1f} ms, host operator time {cpu:.1f} ms (with profiler overhead)\n")
     print(head + table)
     with open(out, "w") as fh:
@@ -206,6 +209,8 @@ def main() -> None:
     ap.add_argument("--profile-method", nargs="+", default=["loraild_fixed"],
                     help="methods profiled (several: one table each, the method's name added to the --profile file name)")
     ap.add_argument("--profile-mode", default="cached", choices=["live", "cached"])
+    ap.add_argument("--profile-lora-path", default="fused", choices=["fused", "fused-composite", "fused-torch", "fused-triton"],
+                    help="the fused LoRA path of the profiled LoRAILD methods (as in --lora-paths)")
     ap.add_argument("--section", default="steps", choices=["steps", "compile", "run", "kmeans"],
                     help="steps: the step table; compile: eager vs compiled losses; run: per-phase times of one "
                          "CLI run; kmeans: device k-means vs scikit-learn (loraild_sections.py)")

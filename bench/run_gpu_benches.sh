@@ -220,8 +220,19 @@ tenth1|tenth1prep)  # round 9. tenth1prep: card 1 times the step with the one-no
     step "$OUT/multi.log" python bench/bench_loraild_ddp.py $DDP --out /tmp/ddp-long --json "$OUT/ddp_b128_long.json"
   fi
   ;;
+tenth2)  # round 9, one card and nothing else running: the step table of tenth1prep again (5 interleaved repeats
+  # of 60 steps), profiles of the torch-feature and one-node paths, then the Triton op's tile sweep
+  B="--dtypes bf16 --modes cached --batch 128"
+  step "$OUT/card0.log" timeout 270 python bench/bench_loraild.py $B --methods vanilla_kd loraild_fixed --steps 60 \
+    --lora-paths fused fused-composite fused-torch --repeats 5 --json "$OUT/steps_b128_quiet.json"
+  step "$OUT/card0.log" timeout 60 python bench/bench_loraild.py $B --methods vanilla_kd loraild_fixed --steps 20 \
+    --profile "$OUT/profile_b128_torch.txt" --profile-method vanilla_kd loraild_fixed --profile-lora-path fused-torch
+  step "$OUT/card0.log" timeout 45 python bench/bench_loraild.py $B --methods loraild_fixed --steps 20 \
+    --profile "$OUT/profile_b128_one_node.txt" --profile-method loraild_fixed --profile-lora-path fused
+  step "$OUT/card0.log" timeout 90 python bench/checks/lora_a_kernel.py --sweep --json "$OUT/lora_a_kernel_sweep.json"
+  ;;
 *)
-  echo "usage: bash bench/run_gpu_benches.sh single|multi|sweep|final|third1|third2|fourth1|fourth2|fifth1|fifth2|sixth1|sixth2|seventh1|seventh2prep|seventh2|eighth1prep|eighth1|ninth1|tenth1prep|tenth1" >&2
+  echo "usage: bash bench/run_gpu_benches.sh single|multi|sweep|final|third1|third2|fourth1|fourth2|fifth1|fifth2|sixth1|sixth2|seventh1|seventh2prep|seventh2|eighth1prep|eighth1|ninth1|tenth1prep|tenth1|tenth2" >&2
   exit 2
   ;;
 esac

@@ -100,10 +100,15 @@ def sweep(n: int, d: int, r: int, dtype: torch.dtype, p: float, device: torch.de
     g = torch.randn(3, n, r, device=device, dtype=dtype)
     rows = []
     for cfg in SWEEP:
-        ms = time_ms(lambda: triton_path(x, a, p, cfg).backward(g), device, iters, repeats, 3)
         changed = {k: v for k, v in dataclasses.asdict(cfg).items() if getattr(K.DEFAULT_CONFIG, k) != v}
+        try:
+            ms = time_ms(lambda: triton_path(x, a, p, cfg).backward(g), device, iters, repeats, 3)
+        except Exception as err:  # e.g. triton's OutOfResources: the tiles need more shared memory than an SM has
+            rows.append({"config": dataclasses.asdict(cfg), "ms": None, "error": type(err).__name__})
+            print(f"  skipped ({type(err).__name__})  {changed}", flush=True)
+            continue
         rows.append({"config": dataclasses.asdict(cfg), "ms": ms})
-        print(f"  {ms:.4f} ms  {changed or 'default'}")
+        print(f"  {ms:.4f} ms  {changed or 'default'}", flush=True)
     return rows
 
 
