@@ -231,8 +231,20 @@ tenth2)  # round 9, one card and nothing else running: the step table of tenth1p
     --profile "$OUT/profile_b128_one_node.txt" --profile-method loraild_fixed --profile-lora-path fused
   step "$OUT/card0.log" timeout 90 python bench/checks/lora_a_kernel.py --sweep --json "$OUT/lora_a_kernel_sweep.json"
   ;;
+eleventh1|eleventh1prep)  # round 9, after the cache-size fix: tenth1's data-parallel run (3 x 300 steps) again, now
+  # with the teacher's outputs cached (about 9 GB of real tokens; tenth1's run estimated 45 GB and ran the teacher
+  # live); eleventh1prep prepares it in a call of its own, eleventh1 times it right after
+  DDP="--nproc 2 --global-batch 128 --steps-per-epoch 300 --epochs 3 --words 24"
+  if [ "$1" = eleventh1prep ]; then
+    step "$OUT/multi.log" python bench/bench_loraild_ddp.py $DDP --out /tmp/ddp-long --prepare-only
+    du -sh /tmp/ddp-long/results-teachers >>"$OUT/multi.log" 2>&1
+  else
+    step "$OUT/multi.log" python bench/bench_loraild_ddp.py $DDP --out /tmp/ddp-long --json "$OUT/ddp_b128_long_cached.json"
+    grep -h "alongside\|teacher outputs" /tmp/ddp-long/log-*.txt >>"$OUT/multi.log" 2>&1
+  fi
+  ;;
 *)
-  echo "usage: bash bench/run_gpu_benches.sh single|multi|sweep|final|third1|third2|fourth1|fourth2|fifth1|fifth2|sixth1|sixth2|seventh1|seventh2prep|seventh2|eighth1prep|eighth1|ninth1|tenth1prep|tenth1|tenth2" >&2
+  echo "usage: bash bench/run_gpu_benches.sh single|multi|sweep|final|third1|third2|fourth1|fourth2|fifth1|fifth2|sixth1|sixth2|seventh1|seventh2prep|seventh2|eighth1prep|eighth1|ninth1|tenth1prep|tenth1|tenth2|eleventh1prep|eleventh1" >&2
   exit 2
   ;;
 esac

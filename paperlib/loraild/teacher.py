@@ -158,15 +158,25 @@ def cache_folder(cfg: RunConfig) -> Path:
     return teacher_dir(cfg) / f"cache-{short_hash(key)}"
 
 
+def cached_lengths(cfg: RunConfig, lengths: np.ndarray) -> np.ndarray:
+    """Tokens the cache stores per training example (``lengths``: the real ones): the real tokens when the
+    ILD loss masks padding, whatever the batches are padded to (what
+    :func:`~paperlib.loraild.teacher_cache.compute_parts` keeps), all ``max_length`` positions otherwise.
+
+    The size estimate used to take ``max_length`` whenever batches were padded to it, so a masked run
+    padded to ``max_length`` (``--pad-to-max-length``) could be sent to a live teacher for a cache that
+    fits: 128 against about 26 tokens per example in the data-parallel bench (``bench/README.md`` section 7).
+    """
+    return lengths if cfg.ild_mask_padding else np.full_like(lengths, cfg.max_length)
+
+
 def teacher_outputs(cfg: RunConfig, acc: Accelerator, parts: tuple[str, ...], n_t: int, h_t: int):
     """Frozen-teacher outputs for ``parts``: ``(cache, None, None)`` when they fit the cache limit
     (computed once, then read back), else ``(None, live_teacher, recorder)``."""
     if not parts:
         return None, None, None
     prep = prepare_data(cfg)
-    lengths = prep.encoded["train"].lengths()
-    if cfg.padding_to_max:
-        lengths = np.full_like(lengths, cfg.max_length)
+    lengths = cached_lengths(cfg, prep.encoded["train"].lengths())
     too_big = [p for p in parts if tc.estimate_bytes(p, list(lengths), n_t, cfg.rank, h_t, cfg.task_spec.num_labels)
                > cfg.teacher_cache_max_gb * 2**30]
     if too_big:

@@ -381,3 +381,34 @@ def test_auto_compile_uses_cuda_graphs_only_for_one_fixed_shape_process_on_a_gpu
     assert fixed.replace(compile=None).compile_mode("cuda", 1) is None
     assert cfg.replace(compile="default").compile_mode("cpu", 1) == "default"  # asked for: always
     assert tiny.config(compile="off").resolved().compile_mode("cuda", 1) is None
+
+
+def test_cache_size_follows_what_is_stored_not_the_batch_padding(tiny):
+    """A masked run padded to max_length stores real tokens only, so its cache estimate uses them: a limit
+    between the real-token size and the max_length size keeps the cache (the estimate used max_length and
+    sent such runs to a live teacher); the authors' unmasked ILD stores every position."""
+    import numpy as np
+    from accelerate import Accelerator
+
+    from paperlib.loraild import teacher_cache as tc
+    from paperlib.loraild.prepare import prepare_data
+    from paperlib.loraild.teacher import cached_lengths, teacher_outputs, teacher_shape
+
+    cfg = tiny.config(method="loraild_fixed", pad_to_max_length=True, results_dir=str(tiny.root / "capped"))
+    real = prepare_data(cfg).encoded["train"].lengths()
+    assert real.max() < cfg.max_length  # the fixture's sentences are shorter than max_length
+    np.testing.assert_array_equal(cached_lengths(cfg, real), real)
+    unmasked = cfg.replace(ild_mask_padding=False)
+    assert (cached_lengths(unmasked, real) == cfg.max_length).all()
+
+    train_mod.train_teacher(cfg)
+    n_t, h_t = teacher_shape(cfg)
+    parts = tc.parts_for(cfg.method_spec)
+    need = max(tc.estimate_bytes(p, list(real), n_t, cfg.rank, h_t, 2) for p in parts)
+    padded = tc.estimate_bytes("lora", [cfg.max_length] * len(real), n_t, cfg.rank, h_t, 2)
+    assert padded > 1.2 * need
+    cache, live, _ = teacher_outputs(cfg.replace(teacher_cache_max_gb=1.2 * need / 2**30), Accelerator(cpu=True),
+                                     parts, n_t, h_t)
+    assert cache is not None and live is None
+    stored = cache.parts["lora"]["offsets"].diff()
+    np.testing.assert_array_equal(stored.numpy(), real)  # what compute_parts kept: the real tokens
