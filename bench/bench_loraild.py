@@ -19,9 +19,9 @@ Prints, from one run on one device:
 Usage: ``PYTHONPATH=. python bench/bench_loraild.py [--steps 40] [--json out.json] [--profile p.txt]``.
 ``--tiny`` runs 2-layer models on the CPU (a smoke test of the script itself).
 ``--lora-paths fused hooks`` times the LoRAILD rows with the fused q/k/v LoRA (paperlib's default)
-and with peft's per-module LoRA plus feature hooks (the earlier path); ``fused-composite`` is the
-fused LoRA with the Triton features but without the one-node branch (``one_node=False``),
-``fused-torch`` / ``fused-triton`` force the features' kernel.  ``--section compile | run |
+and with peft's per-module LoRA plus feature hooks (the earlier path); ``fused-torch`` /
+``fused-triton`` force the features' kernel (``fused`` is ``kernel="auto"``, the torch path since round 9);
+``fused-composite`` is the Triton features without the one-node branch (``one_node=False``).  ``--section compile | run |
 kmeans``: eager vs compiled losses, per-phase times of one CLI run, device k-means vs scikit-learn
 (:mod:`loraild_sections`).
 """
@@ -81,6 +81,12 @@ def make_split(n: int, seq: int, vocab: int, seed: int = 0) -> EncodedSplit:
     return EncodedSplit(ids.tolist(), None, labels)
 
 
+#: --lora-paths: the LoRAILD student's LoRA -> (FusedLoraRecorder's kernel, one_node), None for "hooks"
+LORA_PATHS: dict[str, tuple[str, bool] | tuple[None, None]] = {
+    "fused": ("auto", True), "fused-torch": ("torch", True), "fused-triton": ("triton", True),
+    "fused-composite": ("triton", False), "hooks": (None, None)}
+
+
 def build_teacher(cfg: RobertaConfig, rank: int, device) -> torch.nn.Module:
     """The stage-2 teacher as paperlib builds it, from a config (random weights)."""
     return freeze(teacher_lora(AutoModelForSequenceClassification.from_config(cfg), rank)).to(device)
@@ -92,10 +98,12 @@ def build_student(cfg: RobertaConfig, rank: int | None, device) -> torch.nn.Modu
 
 
 def bench_method(name: str, mode: str, bf16: bool, teacher, t_recorder, t_cfg, s_cfg, split, cache, args, device,
-                 fused: bool = True, kernel: str = "auto", one_node: bool = True) -> dict:
-    """Time ``args.steps`` training steps (after ``args.warmup``) of one method (``kernel``: the fused
-    LoRA's feature path under dropout, :class:`~paperlib.loraild.fused_lora.FusedLoraRecorder`)."""
+                 path: str = "fused") -> dict:
+    """Time ``args.steps`` training steps (after ``args.warmup``) of one method (``path``: one of
+    :data:`LORA_PATHS`, the student's LoRA for the LoRAILD methods)."""
     method = METHODS[name]
+    fused = path != "hooks"
+    kernel, one_node = LORA_PATHS[path]
     torch.manual_seed(0)
     student = build_student(s_cfg, args.rank if method.student_lora else None, device)
     model = DistillModel(student, method, TASK, t_cfg.num_hidden_layers, t_cfg.hidden_size,
@@ -161,9 +169,7 @@ def bench_method(name: str, mode: str, bf16: bool, teacher, t_recorder, t_cfg, s
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return {"method": name, "mode": mode, "dtype": "bf16" if bf16 else "fp32",
-            "lora_path": (("fused" if kernel == "auto" else f"fused-{kernel}") + ("" if one_node else "-composite")
-                          if fused else "hooks")
-            if method.student_lora else "-", "step_s": dt,
+            "lora_path": path if method.student_lora else "-", "step_s": dt,
             "samples_per_s": args.batch / dt, "model_flops_per_step": flops, "flop_rate": flops / dt,
             "peak_gib": peak, "loss": float(loss.detach())}
 
@@ -174,9 +180,7 @@ def profile_one(name: str, mode: str, teacher, t_recorder, t_cfg, s_cfg, split, 
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     path = args.profile_lora_path
     with prof(activities=acts) as p:
-        bench_method(name, mode, True, teacher, t_recorder, t_cfg, s_cfg, split, cache, args, device,
-                     kernel=path.split("-", 1)[1] if path in ("fused-torch", "fused-triton") else "auto",
-                     one_node=path != "fused-composite")
+        bench_method(name, mode, True, teacher, t_recorder, t_cfg, s_cfg, split, cache, args, device, path)
     key = "cuda_time_total" if device.type == "cuda" else "cpu_time_total"
     averages = p.key_averages()
     table = averages.table(sort_by=key, row_limit=30)
@@ -209,15 +213,15 @@ def main() -> None:
     ap.add_argument("--profile-method", nargs="+", default=["loraild_fixed"],
                     help="methods profiled (several: one table each, the method's name added to the --profile file name)")
     ap.add_argument("--profile-mode", default="cached", choices=["live", "cached"])
-    ap.add_argument("--profile-lora-path", default="fused", choices=["fused", "fused-composite", "fused-torch", "fused-triton"],
+    ap.add_argument("--profile-lora-path", default="fused", choices=[p for p in LORA_PATHS if p != "hooks"],
                     help="the fused LoRA path of the profiled LoRAILD methods (as in --lora-paths)")
     ap.add_argument("--section", default="steps", choices=["steps", "compile", "run", "kmeans"],
                     help="steps: the step table; compile: eager vs compiled losses; run: per-phase times of one "
                          "CLI run; kmeans: device k-means vs scikit-learn (loraild_sections.py)")
-    ap.add_argument("--lora-paths", nargs="+", default=["fused"], choices=["fused", "fused-composite", "fused-torch", "fused-triton", "hooks"],
+    ap.add_argument("--lora-paths", nargs="+", default=["fused"], choices=list(LORA_PATHS),
                     help="student LoRA of the LoRAILD rows: fused q/k/v (paperlib's default; its dropped-out "
-                         "features from the Triton op where 'auto' picks it, or forced: fused-torch, fused-triton; "
-                         "fused-composite: the Triton features without the one-node branch) and/or peft + hooks")
+                         "features as 'auto' computes them, or forced: fused-torch, fused-triton; fused-composite: the "
+                         "Triton features without the one-node branch) and/or peft + hooks")
     ap.add_argument("--compare-steps", type=int, default=300)
     ap.add_argument("--compare-window", type=int, default=50)
     ap.add_argument("--run-method", default="loraild_fixed")
@@ -300,9 +304,7 @@ def main() -> None:
                 for mode in [m for m in args.modes if METHODS[name].kd or m == "live"]:
                     for path in (args.lora_paths if METHODS[name].student_lora else ["fused"]):
                         r = bench_method(name, mode, bf16, teacher, t_recorder, t_cfg, s_cfg, split, caches[bf16],
-                                         args, device, fused=path.startswith("fused"),
-                                         kernel=path.split("-", 1)[1] if path in ("fused-torch", "fused-triton") else "auto",
-                                         one_node=path != "fused-composite")
+                                         args, device, path if METHODS[name].student_lora else "fused")
                         r["mfu"] = r["flop_rate"] / rate
                         timings.setdefault((dtype, name, mode, path), []).append(r)
                         print(f"{dtype:5s} {name:22s} {mode:6s} {r['lora_path']:5s} {r['samples_per_s']:8.1f} samples/s  "

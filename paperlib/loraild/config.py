@@ -172,6 +172,10 @@ COMPILE_MODES = (None, "auto", "off", "default", "reduce-overhead", "max-autotun
 #: and the authors' analyser), LoRA dropout off; ``"l2_dropout"`` the same with the student's LoRA
 #: dropout active (the authors' analyser never calls ``eval()``); ``"raw"`` un-normalised, dropout off
 CLUSTER_FEATURES = ("l2", "l2_dropout", "raw")
+#: how the student's fused LoRA computes its dropped-out LoRA-A features (``FusedLoraRecorder``'s ``kernel``):
+#: ``"auto"`` (the torch path: dropout of three copies, one batched product; measured faster in the whole
+#: step, bench/README.md section 7, round 9), ``"torch"``, ``"triton"`` (paperlib's Triton op, 16-bit on a GPU)
+LORA_KERNELS = ("auto", "torch", "triton")
 
 
 @dataclass(frozen=True)
@@ -219,6 +223,9 @@ class RunConfig:
     weight_decay: float | None = None  # None: the method's value in the authors' code (0.01 or 0)
     teacher_weight_decay: float = 0.01  # AdamW's default, which the authors' teacher trainer keeps
     lora_dropout: float = 0.05
+    # one of LORA_KERNELS; an execution choice like ``compile`` (it changes which random stream draws the
+    # dropout masks, not their distribution): not part of the results' key
+    lora_kernel: str = "auto"
     cluster_methods: tuple[str, ...] = ("rail_kd_l", "loraild_fixed")
     cluster_max_examples: int | None = None
     cluster_features: str = "l2"  # one of CLUSTER_FEATURES
@@ -291,6 +298,8 @@ class RunConfig:
             raise ValueError(f"curriculum must be 'sharp' or 'smooth', not {self.curriculum!r}")
         if self.cluster_features not in CLUSTER_FEATURES:
             raise ValueError(f"cluster_features must be one of {CLUSTER_FEATURES}, not {self.cluster_features!r}")
+        if self.lora_kernel not in LORA_KERNELS:
+            raise ValueError(f"lora_kernel must be one of {LORA_KERNELS}, not {self.lora_kernel!r}")
         if self.profile and self.profile not in PROFILES:
             raise ValueError(f"profile must be one of {tuple(PROFILES)}, not {self.profile!r}")
         prof = PROFILES[self.profile] if self.profile else profile_for(self.task)
@@ -375,7 +384,7 @@ class RunConfig:
         from paperlib.fingerprint import source_fingerprint
         from paperlib.loraild.models import model_location
 
-        skip = {"method", "seed", "device", "compile", "results_dir", "progress", "keep_checkpoints", "checkpoint", "glue_dir",
+        skip = {"method", "seed", "device", "compile", "lora_kernel", "results_dir", "progress", "keep_checkpoints", "checkpoint", "glue_dir",
                 "profile", "filled", "teacher_cache_max_gb", "eval_batch_size", "lr"}
         files = {k: v for k, v in self.teacher_key().items() if k.endswith("_files")}
         return {"version": RESULTS_VERSION} | {k: v for k, v in self.to_dict().items() if k not in skip} | files | {
@@ -428,6 +437,6 @@ def short_hash(obj: Any, n: int = 10) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:n]
 
 
-__all__ = ["TaskSpec", "MethodSpec", "RunConfig", "COMPILE_MODES", "CLUSTER_FEATURES", "TASKS", "METHODS", "METHOD_NAMES", "ALL_TASKS",
+__all__ = ["TaskSpec", "MethodSpec", "RunConfig", "COMPILE_MODES", "CLUSTER_FEATURES", "LORA_KERNELS", "TASKS", "METHODS", "METHOD_NAMES", "ALL_TASKS",
            "EMBEDDED_TASKS", "PAPER_LR", "PAPER_PROFILE", "EMBEDDED_PROFILE", "UnknownTaskError",
            "check_task", "check_method", "profile_for", "short_hash", "default_results_dir"]

@@ -59,7 +59,7 @@ class DistillModel(nn.Module):
 
     def __init__(self, student: nn.Module, method: MethodSpec, task: TaskSpec, n_teacher_layers: int,
                  teacher_hidden: int, rail_dim: int = 32, temperature: float = 1.0,
-                 mask_padding: bool = True, fused_lora: bool = True):
+                 mask_padding: bool = True, fused_lora: bool = True, lora_kernel: str = "auto"):
         super().__init__()
         self.student = student
         self.method, self.task = method, task
@@ -71,8 +71,10 @@ class DistillModel(nn.Module):
             self.rail = RailKDHead(method.inter[-1], teacher_hidden, student.config.hidden_size,
                                    n_teacher_layers, self.n_student_layers, rail_dim)
         # fused q/k/v LoRA records the features without extra kernels (fused_lora); hooks otherwise
-        recorder = FusedLoraRecorder if fused_lora else LoraFeatureRecorder
-        self.recorder = recorder(student) if method.student_lora else None
+        # (lora_kernel: how the fused LoRA computes its dropped-out features, FusedLoraRecorder's kernel)
+        self.recorder = None
+        if method.student_lora:
+            self.recorder = FusedLoraRecorder(student, kernel=lora_kernel) if fused_lora else LoraFeatureRecorder(student)
 
     @property
     def needs_hidden(self) -> bool:

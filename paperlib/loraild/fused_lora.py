@@ -23,12 +23,14 @@ runs with dropout differ from unfused runs as two seeds' dropout would; without 
 to rounding: ``tests/loraild/test_loraild_fused_lora.py``).  It patches the three modules'
 ``forward`` (an instance attribute, removed by :meth:`FusedLoraRecorder.remove`).
 
-With dropout, ``H`` can come from one Triton op
-(:func:`~paperlib.loraild.lora_a_kernel.dropout_lora_a`: the masks are drawn in registers and
-regenerated in backward, no ``[3, N, d]`` copies).  ``kernel="auto"`` (the default) takes it for
-16-bit CUDA inputs of at least :data:`AUTO_MIN_TOKENS` tokens, where it was measured faster, and
-the batched product of dropped-out copies otherwise (``kernel="torch"`` always): on the CPU, without
-triton, in float32 and while ``torch.compile`` traces (the op's mask seed is a host value).
+With dropout, ``H`` can come from one Triton op instead (``kernel="triton"``:
+:func:`~paperlib.loraild.lora_a_kernel.dropout_lora_a`, the masks drawn in registers and regenerated
+in backward, no ``[3, N, d]`` copies), and the layer's whole LoRA branch then runs as one autograd node
+(:class:`~paperlib.loraild.lora_branch.LoraBranch`, ``one_node=True``).  ``kernel="auto"`` (the default)
+is the torch path: alone, the Triton op is 1.7x faster at 16,384 bf16 tokens on an H100, but in the
+whole bf16 step at 128 x 128 the torch path was about 3 ms faster in 14 of 16 paired repeats
+(``bench/README.md`` section 7, round 9).  The torch path also runs on the CPU, in float32 and under
+``torch.compile`` (the op's mask seed is a host value).
 """
 
 from __future__ import annotations
@@ -44,8 +46,6 @@ from paperlib.loraild.lora_branch import LoraBranch
 from paperlib.loraild.models import LORA_TARGETS, encoder_layers
 
 KERNELS = ("auto", "triton", "torch")
-#: ``kernel="auto"`` uses the Triton op only for 16-bit inputs of at least this many tokens (N = batch x tokens)
-AUTO_MIN_TOKENS = 16384
 
 
 def dropout_lora_a_torch(x2: torch.Tensor, a: torch.Tensor, p: float) -> torch.Tensor:
@@ -82,8 +82,7 @@ class FusedLoraRecorder:
 
     ``kernel`` picks how training with dropout computes the features: ``"triton"``
     (:func:`~paperlib.loraild.lora_a_kernel.dropout_lora_a`), ``"torch"`` (dropout of three copies,
-    one batched product) or ``"auto"`` (the Triton op for 16-bit CUDA inputs of at least
-    :data:`AUTO_MIN_TOKENS` tokens, where it was measured faster; torch otherwise).
+    one batched product) or ``"auto"`` (torch: measured faster in the whole step, module docstring).
 
     ``one_node`` (default): where the Triton op runs, the layer's query call computes all three
     outputs as one autograd node (:class:`~paperlib.loraild.lora_branch.LoraBranch`; key and value
@@ -148,27 +147,21 @@ class FusedLoraRecorder:
                 # copies rather than on them: the [3, N, d] dropout and its backward move half the bytes
                 # (they were 38% of the step's extra device time over Vanilla KD at 128 x 128, bf16)
                 x2 = x2.to(a.dtype)
-            if self._triton(x2, x2.dtype) and (self.kernel == "triton" or x2.dtype == a.dtype):
+            if self._triton():
                 return lora_a_kernel.dropout_lora_a(x2, a, p)
             return dropout_lora_a_torch(x2, a, p)
         r = a.shape[1]
         return (x2 @ a.reshape(3 * r, -1).T).view(-1, 3, r).transpose(0, 1)
 
-    def _triton(self, x: torch.Tensor, dtype: torch.dtype) -> bool:
-        """Whether the dropped-out features of ``x`` (computed in ``dtype``) come from the Triton op
-        (``kernel``; "triton" raises where it can't run)."""
-        if self.kernel == "torch":
+    def _triton(self) -> bool:
+        """Whether the dropped-out features come from the Triton op: only for ``kernel="triton"``, which
+        raises where it can't run ("auto" is the torch path, module docstring)."""
+        if self.kernel != "triton":
             return False
-        compiling = torch.compiler.is_compiling()
-        if self.kernel == "triton":
-            if compiling:
-                raise ValueError("kernel='triton' cannot run under torch.compile (its mask seed is a host value); "
-                                 "use 'auto'")
-            return True  # dropout_lora_a says why when it cannot run on x2
-        # measured on an H100 (bench/README.md section 7, round 8): 1.70x faster than the torch path at
-        # N = 16,384 tokens in bf16, but slower at 4,096 (0.75x) and in float32 (0.13x: no tensor cores)
-        return (x.is_cuda and not compiling and dtype in (torch.bfloat16, torch.float16)
-                and x.numel() // x.shape[-1] >= AUTO_MIN_TOKENS and lora_a_kernel.available(x))
+        if torch.compiler.is_compiling():
+            raise ValueError("kernel='triton' cannot run under torch.compile (its mask seed is a host value); "
+                             "use 'auto'")
+        return True  # dropout_lora_a says why when it cannot run on the input
 
     def _compute_dtype(self, li: int, x: torch.Tensor) -> torch.dtype:
         """The dtype of the layer's LoRA products: autocast's when it is on, else the A weights' (as :meth:`_weights`)."""
@@ -180,15 +173,15 @@ class FusedLoraRecorder:
     def _branch_applies(self, li: int, x: torch.Tensor) -> torch.dtype | None:
         """The compute dtype when the layer runs as one node (dropout on, the Triton op chosen), else ``None``."""
         mods = self.layers[li]
-        if not self.one_node or self._branch_scale[li] is None:
+        if self.kernel != "triton" or not self.one_node or self._branch_scale[li] is None:
             return None
         if not (_dropout_p(mods[0], self.adapter) > 0 and mods[0].lora_dropout[self.adapter].training):
             return None
         dtype = self._compute_dtype(li, x)
-        if self.kernel == "triton" and ((dtype != x.dtype and not torch.is_autocast_enabled(x.device.type))
-                                        or not lora_a_kernel.available(x)):
+        if (dtype != x.dtype and not torch.is_autocast_enabled(x.device.type)) or not lora_a_kernel.available(x):
             return None  # the composite path raises the op's error (dtypes, device)
-        return dtype if self._triton(x, dtype) else None
+        self._triton()  # raises under torch.compile
+        return dtype
 
     def _run_branch(self, li: int, x: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
         """All three outputs of layer ``li`` for ``x`` as one node; records the features."""

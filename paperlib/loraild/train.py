@@ -55,7 +55,8 @@ def build_run_model(cfg: RunConfig, n_t: int, h_t: int, compile_mode: str | None
     set_seed(cfg.seed)  # seed first, then build every trainable module
     student = build_student(cfg.student, spec.num_labels, cfg.rank if method.student_lora else None,
                             cfg.lora_dropout)
-    model = DistillModel(student, method, spec, n_t, h_t, cfg.rail_dim, cfg.temperature, cfg.ild_mask_padding)
+    model = DistillModel(student, method, spec, n_t, h_t, cfg.rail_dim, cfg.temperature, cfg.ild_mask_padding,
+                         lora_kernel=cfg.lora_kernel)
     if compile_mode:  # after DistillModel attached its LoRA feature hooks
         compile_model(student, compile_mode)
     aligner = LayerAligner(method.alignment, n_t, model.n_student_layers, cfg.seed) if method.alignment else None

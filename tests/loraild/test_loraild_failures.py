@@ -328,6 +328,7 @@ def test_cli_honours_paperlib_results(tiny, tmp_path, capsys, monkeypatch):
     ("--max-length", "0", "max_length must be an integer >= 4"),
     ("--max-length", "500", "max_length 500 exceeds the 79 token positions of the teacher"),
     ("--device", "tpu9", "unknown device 'tpu9'"),
+    ("--lora-kernel", "cuda", "lora_kernel must be one of ('auto', 'torch', 'triton')"),
 ])
 def test_bad_settings_are_one_line_errors(tiny, tmp_path, capsys, option, value, expected):
     argv = cli_args(tiny, tmp_path / "r")

@@ -412,3 +412,16 @@ def test_cache_size_follows_what_is_stored_not_the_batch_padding(tiny):
     assert cache is not None and live is None
     stored = cache.parts["lora"]["offsets"].diff()
     np.testing.assert_array_equal(stored.numpy(), real)  # what compute_parts kept: the real tokens
+
+
+def test_lora_kernel_reaches_the_student_and_is_not_part_of_the_key(tiny):
+    """``lora_kernel`` is the fused LoRA's ``kernel``; like ``compile`` it is an execution choice, so finished
+    results are found whatever it is set to."""
+    from paperlib.loraild.teacher import teacher_shape
+
+    cfg = tiny.config(method="loraild_fixed", lora_kernel="torch").resolved()
+    model, _ = train_mod.build_run_model(cfg, *teacher_shape(cfg))
+    assert model.recorder.kernel == "torch"
+    assert tiny.config(method="loraild_fixed").resolved().lora_kernel == "auto"
+    assert cfg.experiment_key() == cfg.replace(lora_kernel="triton").experiment_key()
+    model.recorder.remove()
