@@ -197,7 +197,7 @@ ninth1)  # round 8: the Triton LoRA-A op on card 1 (tests, then timings) while c
   wait
   step "$OUT/multi.log" env W=/tmp/sweep-bench OUT="$OUT" VARIANTS="$VARIANTS" RUNS="$RUNS" bash bench/ddp_variants_ab.sh
   ;;
-tenth1|tenth1prep)  # round 9. tenth1prep: card 1 times the step with the one-node LoRA branch against the
+tenth1|tenth1prep)  # round 9 (paths named as now: round 9 ran "fused", then the Triton op). tenth1prep: card 1 times the step with the one-node LoRA branch against the
   # composite path and the torch features (tests, step table, profiles, the Triton op's tile sweep) while card 0
   # prepares a data-parallel run three times round 8's length (3 epochs x 300 steps); tenth1, right after on
   # the warm machine: that run in 1 and 2 processes
@@ -207,11 +207,11 @@ tenth1|tenth1prep)  # round 9. tenth1prep: card 1 times the step with the one-no
       export CUDA_VISIBLE_DEVICES=1
       step "$OUT/card1.log" timeout 150 python -m pytest -q -x -p no:cacheprovider tests/loraild/test_loraild_lora_branch.py
       step "$OUT/card1.log" timeout 200 python bench/bench_loraild.py --dtypes bf16 --modes cached \
-        --methods vanilla_kd loraild_fixed --batch 128 --lora-paths fused fused-composite fused-torch --repeats 3 \
+        --methods vanilla_kd loraild_fixed --batch 128 --lora-paths fused-triton fused-composite fused-torch --repeats 3 \
         --json "$OUT/steps_b128.json"
       step "$OUT/card1.log" timeout 120 python bench/bench_loraild.py --dtypes bf16 --modes cached \
         --methods vanilla_kd loraild_fixed --batch 128 --steps 20 --profile "$OUT/profile_b128.txt" \
-        --profile-method vanilla_kd loraild_fixed --json "$OUT/steps_b128_profiled.json"
+        --profile-method vanilla_kd loraild_fixed --profile-lora-path fused-triton --json "$OUT/steps_b128_profiled.json"
       step "$OUT/card1.log" timeout 200 python bench/checks/lora_a_kernel.py --sweep --json "$OUT/lora_a_kernel_sweep.json"
     ) &
     step "$OUT/multi.log" python bench/bench_loraild_ddp.py $DDP --out /tmp/ddp-long --prepare-only
@@ -224,11 +224,11 @@ tenth2)  # round 9, one card and nothing else running: the step table of tenth1p
   # of 60 steps), profiles of the torch-feature and one-node paths, then the Triton op's tile sweep
   B="--dtypes bf16 --modes cached --batch 128"
   step "$OUT/card0.log" timeout 270 python bench/bench_loraild.py $B --methods vanilla_kd loraild_fixed --steps 60 \
-    --lora-paths fused fused-composite fused-torch --repeats 5 --json "$OUT/steps_b128_quiet.json"
+    --lora-paths fused-triton fused-composite fused-torch --repeats 5 --json "$OUT/steps_b128_quiet.json"
   step "$OUT/card0.log" timeout 60 python bench/bench_loraild.py $B --methods vanilla_kd loraild_fixed --steps 20 \
     --profile "$OUT/profile_b128_torch.txt" --profile-method vanilla_kd loraild_fixed --profile-lora-path fused-torch
   step "$OUT/card0.log" timeout 45 python bench/bench_loraild.py $B --methods loraild_fixed --steps 20 \
-    --profile "$OUT/profile_b128_one_node.txt" --profile-method loraild_fixed --profile-lora-path fused
+    --profile "$OUT/profile_b128_one_node.txt" --profile-method loraild_fixed --profile-lora-path fused-triton
   step "$OUT/card0.log" timeout 90 python bench/checks/lora_a_kernel.py --sweep --json "$OUT/lora_a_kernel_sweep.json"
   ;;
 eleventh1|eleventh1prep)  # round 9, after the cache-size fix: tenth1's data-parallel run (3 x 300 steps) again, now

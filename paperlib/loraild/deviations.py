@@ -144,8 +144,8 @@ DEVIATIONS: list[Deviation] = [
         original="authors' code: peft's LoRA layers, one dropout mask per module drawn by peft",
         ours="fused q/k/v LoRA (paperlib.loraild.fused_lora): one batched LoRA-A product per layer, "
              "an independent dropout mask per module drawn from another random stream (torch's "
-             "dropout, or in bf16 at 16,384 tokens or more per batch on a GPU the Triton op "
-             "paperlib.loraild.lora_a_kernel, whose Philox masks are seeded from torch's CPU generator)",
+             "dropout; with lora_kernel=triton the Triton op paperlib.loraild.lora_a_kernel, whose Philox "
+             "masks are seeded from torch's CPU generator)",
         why="one product instead of three per layer, and the features are recorded without extra "
             "kernels (the LoRAILD step was bound by kernel launches)",
         effect="equal to peft's forward, features and gradients without dropout (tests); with dropout "

@@ -28,9 +28,9 @@ With dropout, ``H`` can come from one Triton op instead (``kernel="triton"``:
 in backward, no ``[3, N, d]`` copies), and the layer's whole LoRA branch then runs as one autograd node
 (:class:`~paperlib.loraild.lora_branch.LoraBranch`, ``one_node=True``).  ``kernel="auto"`` (the default)
 is the torch path: alone, the Triton op is 1.7x faster at 16,384 bf16 tokens on an H100, but in the
-whole bf16 step at 128 x 128 the torch path was about 3 ms faster in 14 of 16 paired repeats
-(``bench/README.md`` section 7, round 9).  The torch path also runs on the CPU, in float32 and under
-``torch.compile`` (the op's mask seed is a host value).
+whole bf16 step at 128 x 128 the torch path was faster by 2.1 and 6.1 ms at the medians of two calls
+on H100s, and in 14 of 16 paired repeats (``bench/README.md`` section 7, round 9).  The torch path
+also runs on the CPU, in float32 and under ``torch.compile`` (the op's mask seed is a host value).
 """
 
 from __future__ import annotations
