@@ -78,7 +78,7 @@ def train_teacher(cfg: RunConfig, accelerator: Accelerator | None = None) -> dic
 
 def _train_teacher(cfg: RunConfig, acc: Accelerator, tdir: Path) -> dict:
     tc.release_device()  # an earlier run's teacher outputs held on the GPU: not while a teacher trains
-    prep = prepare_data(cfg)
+    prep = prepare_data(cfg, keep=True)
     spec = prep.data.spec
     t0 = time.time()
     set_seed(cfg.teacher_seed)

@@ -127,7 +127,7 @@ def _run(cfg: RunConfig, acc: Accelerator) -> dict:
     t0 = time.time()
     timer = PhaseTimer(acc.device)
     with timer("data"):
-        prep = prepare_data(cfg)
+        prep = prepare_data(cfg, keep=True)
     teacher_summary = None
     with timer("teacher"):
         if method.kd:  # every process takes part (DDP); only the main one writes

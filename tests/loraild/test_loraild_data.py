@@ -163,3 +163,72 @@ def test_results_folder_from_environment(tmp_path, monkeypatch):
     assert (default_results_dir().parent.parent / "paperlib").is_dir()  # the repository's root
     monkeypatch.setenv("PAPERLIB_RESULTS", str(tmp_path / "runs"))
     assert default_results_dir() == tmp_path / "runs"
+
+
+# ------------------------------------------------------------------ token ids kept on disk
+
+
+def _same_encoding(a, b) -> None:
+    assert set(a) == set(b)
+    for s in a:
+        assert a[s].input_ids == b[s].input_ids and a[s].token_type_ids == b[s].token_type_ids
+        assert a[s].labels.dtype == b[s].labels.dtype and np.array_equal(a[s].labels, b[s].labels)
+
+
+def test_encoded_ids_round_trip_with_and_without_token_types(tmp_path):
+    from paperlib.loraild.encoded_cache import load_encoded, save_encoded
+    from paperlib.loraild.encoding import EncodedSplit
+
+    enc = {"train": EncodedSplit([[0, 5, 2], [0, 2], [0, 7, 8, 9, 2]], [[0, 0, 0], [0, 0], [0, 0, 1, 1, 1]],
+                                 np.array([1, 0, 1])),
+           "valid": EncodedSplit([[0, 3, 2]], [[0, 0, 0]], np.array([0])),
+           "test": EncodedSplit([], [], np.array([], dtype=np.int64))}
+    assert save_encoded(tmp_path / "a.safetensors", enc)
+    _same_encoding(load_encoded(tmp_path / "a.safetensors"), enc)
+    floats = {s: EncodedSplit(e.input_ids, None, e.labels.astype(np.float32)) for s, e in enc.items()}  # STS-B
+    assert save_encoded(tmp_path / "b.safetensors", floats)
+    _same_encoding(load_encoded(tmp_path / "b.safetensors"), floats)
+    assert load_encoded(tmp_path / "missing.safetensors") is None
+
+
+def test_training_keeps_the_token_ids_and_reads_them_back(tiny, monkeypatch, capsys):
+    """prepare_data(keep=True) writes the ids once; a new process (the in-process cache emptied) reads them
+    instead of tokenising; a damaged file is moved aside and the task tokenised again; keep=False (a reader
+    of finished results) writes nothing; another max_length is another file."""
+    from paperlib.loraild import prepare
+    from paperlib.loraild.encoded_cache import encoded_path
+
+    cfg = tiny.config(results_dir=str(tiny.root / "encoded"))
+    path = encoded_path(cfg)
+    prepare._DATA.clear()
+    prepare.prepare_data(cfg)
+    assert not path.exists()
+    prepare._DATA.clear()
+    first = prepare.prepare_data(cfg, keep=True).encoded
+    assert path.exists()
+
+    def no_tokenising(*args, **kwargs):
+        raise AssertionError("tokenised although the ids were kept")
+
+    prepare._DATA.clear()
+    with monkeypatch.context() as m:
+        m.setattr(prepare, "encode", no_tokenising)
+        _same_encoding(prepare.prepare_data(cfg, keep=True).encoded, first)
+
+    path.write_bytes(path.read_bytes()[:40])  # a write cut short
+    prepare._DATA.clear()
+    _same_encoding(prepare.prepare_data(cfg, keep=True).encoded, first)
+    assert "is damaged" in capsys.readouterr().err and path.with_name(path.name + ".damaged").exists()
+    assert encoded_path(cfg.replace(max_length=12)) != path
+    prepare._DATA.clear()
+
+
+def test_unwritable_results_folder_only_skips_keeping_the_ids(tiny, tmp_path):
+    from paperlib.loraild import prepare
+
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    cfg = tiny.config(results_dir=str(blocker / "results"))
+    prepare._DATA.clear()
+    assert len(prepare.prepare_data(cfg, keep=True).encoded["train"]) > 0
+    prepare._DATA.clear()
