@@ -26,6 +26,22 @@ torch.set_num_threads(1)
 if "triton" not in sys.modules and importlib.util.find_spec("triton") is not None and not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+@pytest.fixture(scope="module")
+def triton_device() -> str:
+    """Where the Triton LoRA-A op's tests run: CUDA, else Triton's CPU interpreter (skipped where neither
+    can: triton missing, or imported before ``TRITON_INTERPRET=1`` could be set)."""
+    pytest.importorskip("triton")
+    from paperlib.loraild import lora_a_kernel
+
+    if torch.cuda.is_available():
+        if lora_a_kernel.interpreted():
+            pytest.skip("the op's kernels were defined in the interpreter (TRITON_INTERPRET=1) on a CUDA box")
+        return "cuda"
+    if not lora_a_kernel.interpreted():
+        pytest.skip("no CUDA, and triton was imported before TRITON_INTERPRET=1 could be set")
+    return "cpu"
+
+
 POS = ["good", "great", "love", "fun", "fine", "superb"]
 NEG = ["bad", "awful", "hate", "boring", "dull", "weak"]
 FILL = ["the", "a", "movie", "film", "plot", "actor", "is", "was", "very", "this"]
