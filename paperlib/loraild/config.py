@@ -285,10 +285,18 @@ class RunConfig:
 
         (So ``base.resolved().replace(method="rail_kd_c")`` takes RAIL-KD_c's own learning rate,
         weight decay and curriculum when resolved again, not those resolved for ``base``'s method.)
+        A field given here is the caller's from then on, no longer one that :meth:`resolved` filled: a
+        later change of task or method (a sweep's runs are ``base.replace(task=..., method=...)``)
+        keeps it instead of filling it from the profile again (``resolved().replace(epochs=6)`` used to
+        train the profile's epochs once a sweep replaced the method).
         """
-        if self.filled and {"task", "method"} & changes.keys():
-            cleared = {name: ("" if name == "profile" else None) for name in self.filled}
-            changes = cleared | {"filled": ()} | changes
+        if self.filled and "filled" not in changes:
+            filled = tuple(name for name in self.filled if name not in changes)
+            if {"task", "method"} & changes.keys():
+                cleared = {name: ("" if name == "profile" else None) for name in filled}
+                changes = cleared | {"filled": ()} | changes
+            else:
+                changes = {"filled": filled} | changes
         return dataclasses.replace(self, **changes)
 
     def resolved(self) -> "RunConfig":

@@ -90,6 +90,20 @@ def test_embedded_configuration_weight_decay_per_method():
         RunConfig(curriculum="steep").resolved()
 
 
+def test_a_field_replaced_after_resolving_survives_a_new_method():
+    """``resolved().replace(epochs=6)`` and then a sweep's ``replace(method=...)``: the 6 epochs stay (they
+    were filled back from the profile before), while the new method's own settings are filled again."""
+    base = RunConfig(task="rotten_tomatoes", method="vanilla_kd").resolved()
+    assert "epochs" in base.filled and base.weight_decay == 0.01
+    longer = base.replace(epochs=3 * base.epochs)
+    assert "epochs" not in longer.filled
+    rail = longer.replace(method="rail_kd_c", seed=1).resolved()
+    assert rail.epochs == 3 * base.epochs and rail.weight_decay == 0.0  # RAIL-KD's own, filled again
+    mine = base.replace(weight_decay=0.05).replace(method="rail_kd_c").resolved()
+    assert mine.weight_decay == 0.05 and mine.epochs == base.epochs
+    assert base.replace(method="rail_kd_c").resolved().weight_decay == 0.0  # nothing replaced: all refilled
+
+
 def test_settings_from_another_task_win_over_the_embedded_profile():
     from paperlib.loraild.config import RunConfig
     from paperlib.loraild.settings import paper_settings
