@@ -107,9 +107,8 @@ def bench_method(name: str, mode: str, bf16: bool, teacher, t_recorder, t_cfg, s
     torch.manual_seed(0)
     student = build_student(s_cfg, args.rank if method.student_lora else None, device)
     model = DistillModel(student, method, TASK, t_cfg.num_hidden_layers, t_cfg.hidden_size,
-                         fused_lora=fused).to(device)
+                         fused_lora=fused, lora_kernel=kernel or "auto").to(device)
     if fused and model.recorder is not None:
-        model.recorder.kernel = kernel
         model.recorder.one_node = one_node
     model.train()
     if args.compile:

@@ -230,7 +230,7 @@ rail_methods = [m for m in ("rail_kd_c", "rail_kd_l") if m in methods]
 stuck = []
 if rail_methods and not base.task_spec.regression:
     valid_majority = data.valid["label"].value_counts(normalize=True).max()
-    best = frame.groupby("method")["best_valid"].mean() if "best_valid" in frame else pd.Series(dtype=float)
+    best = frame.groupby("method")["best_valid"].mean()
     stuck = [m for m in rail_methods if m in best and best[m] <= valid_majority + 0.02]
 if stuck:
     longer = base.replace(epochs=3 * base.epochs)

@@ -28,10 +28,16 @@ from paperlib.loraild.encoding import EncodedSplit
 SPLITS = ("train", "valid", "test")
 
 
-def encoded_path(cfg: RunConfig) -> Path:
-    """Where the task's token ids for this data setting are kept."""
+def data_id(cfg: RunConfig) -> str:
+    """The data setting's short hash (``cfg`` resolved): :meth:`~paperlib.loraild.config.RunConfig.data_key`
+    and the GLUE folder (what :func:`~paperlib.loraild.prepare.prepare_data` keeps in memory under)."""
+    return short_hash(cfg.data_key() | {"glue_dir": cfg.glue_dir})
+
+
+def encoded_path(cfg: RunConfig, key: str | None = None) -> Path:
+    """Where the task's token ids for this data setting are kept (``key``: its :func:`data_id`, if known)."""
     cfg = cfg.resolved()
-    return Path(cfg.results_dir) / cfg.task / f"encoded-{short_hash(cfg.data_key() | {'glue_dir': cfg.glue_dir})}.safetensors"
+    return Path(cfg.results_dir) / cfg.task / f"encoded-{key or data_id(cfg)}.safetensors"
 
 
 def _flat(rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -85,4 +91,4 @@ def load_encoded(path: Path) -> dict[str, EncodedSplit] | None:
     return read_or_none(path, _read)
 
 
-__all__ = ["SPLITS", "encoded_path", "load_encoded", "save_encoded"]
+__all__ = ["SPLITS", "data_id", "encoded_path", "load_encoded", "save_encoded"]

@@ -129,10 +129,9 @@ class FusedLoraRecorder:
         a = torch.stack([m.lora_A[self.adapter].weight for m in mods])
         b_w = [m.lora_B[self.adapter].weight for m in mods]
         b = torch.cat(b_w)  # [3 d_out, r]
-        if torch.is_autocast_enabled(device_type):
-            dtype = torch.get_autocast_dtype(device_type)
-            if a.dtype != dtype and a.is_floating_point():
-                a, b = a.to(dtype), b.to(dtype)
+        dtype = self._compute_dtype(li, device_type)
+        if a.dtype != dtype:
+            a, b = a.to(dtype), b.to(dtype)
         # one split (its backward is one operation; a slice per piece would give three plus their sums)
         return a, b.split([w.shape[0] for w in b_w])
 
@@ -163,24 +162,26 @@ class FusedLoraRecorder:
                              "use 'auto'")
         return True  # dropout_lora_a says why when it cannot run on the input
 
-    def _compute_dtype(self, li: int, x: torch.Tensor) -> torch.dtype:
-        """The dtype of the layer's LoRA products: autocast's when it is on, else the A weights' (as :meth:`_weights`)."""
+    def _compute_dtype(self, li: int, device_type: str) -> torch.dtype:
+        """The dtype of layer ``li``'s LoRA products: autocast's when it is on (the value autocast gives each
+        product's weight anyway), else the A weights' own."""
         a_dtype = self.layers[li][0].lora_A[self.adapter].weight.dtype
-        if torch.is_autocast_enabled(x.device.type) and a_dtype.is_floating_point:
-            return torch.get_autocast_dtype(x.device.type)
+        if torch.is_autocast_enabled(device_type) and a_dtype.is_floating_point:
+            return torch.get_autocast_dtype(device_type)
         return a_dtype
 
     def _branch_applies(self, li: int, x: torch.Tensor) -> torch.dtype | None:
         """The compute dtype when the layer runs as one node (dropout on, the Triton op chosen), else ``None``."""
         mods = self.layers[li]
-        if self.kernel != "triton" or not self.one_node or self._branch_scale[li] is None:
+        if not self.one_node or self._branch_scale[li] is None:
             return None
         if not (_dropout_p(mods[0], self.adapter) > 0 and mods[0].lora_dropout[self.adapter].training):
             return None
-        dtype = self._compute_dtype(li, x)
+        if not self._triton():  # raises under torch.compile
+            return None
+        dtype = self._compute_dtype(li, x.device.type)
         if (dtype != x.dtype and not torch.is_autocast_enabled(x.device.type)) or not lora_a_kernel.available(x):
             return None  # the composite path raises the op's error (dtypes, device)
-        self._triton()  # raises under torch.compile
         return dtype
 
     def _run_branch(self, li: int, x: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:

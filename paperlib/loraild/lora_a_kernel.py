@@ -200,31 +200,41 @@ class DropoutLoraA(torch.autograd.Function):
         return dx, da, None, None, None
 
 
-def check_inputs(x2: torch.Tensor, a: torch.Tensor, p: float) -> None:
-    """Raise a one-line ``ValueError`` unless the op can run on ``x2`` ``[N, d]``, ``a`` ``[3, r, d]`` and ``p``."""
+def check_op(x: torch.Tensor, p: float) -> None:
+    """Raise a one-line ``ValueError`` unless dropout ``p`` is in ``[0, 1)`` and the op runs on ``x``'s
+    device and dtype (shared by :func:`dropout_lora_a` and :func:`~paperlib.loraild.lora_branch.lora_branch`)."""
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"dropout p must be in [0, 1), got {p}")
+    reason = unavailable_reason(x)
+    if reason is not None:
+        raise ValueError(f"the Triton LoRA-A op is unavailable: {reason}")
+
+
+def resolve_seed(seed: int | None) -> int:
+    """``seed`` checked to be in ``[0, 2**31)``, or one drawn by :func:`draw_seed` when ``None``."""
+    if seed is None:
+        return draw_seed()
+    if not 0 <= seed < 2**31:
+        raise ValueError(f"seed must be in [0, 2**31), got {seed}")
+    return int(seed)
+
+
+def _check(x2: torch.Tensor, a: torch.Tensor, p: float) -> None:
     if x2.dim() != 2 or a.dim() != 3 or a.shape[0] != 3 or a.shape[2] != x2.shape[1]:
         raise ValueError(f"expected x [N, d] and A [3, r, d], got {tuple(x2.shape)} and {tuple(a.shape)}")
     if x2.dtype != a.dtype:
         raise ValueError(f"x and A must share a dtype (cast first), got {x2.dtype} and {a.dtype}")
     if x2.device != a.device:
         raise ValueError(f"x and A must be on one device, got {x2.device} and {a.device}")
-    if not 0.0 <= p < 1.0:
-        raise ValueError(f"dropout p must be in [0, 1), got {p}")
-    reason = unavailable_reason(x2)
-    if reason is not None:
-        raise ValueError(f"the Triton LoRA-A op is unavailable: {reason}")
+    check_op(x2, p)
 
 
 def dropout_lora_a(x2: torch.Tensor, a: torch.Tensor, p: float, *, seed: int | None = None,
                    config: Config = DEFAULT_CONFIG) -> torch.Tensor:
     """``[3, N, r]``: ``H[c] = dropout_c(x2) @ a[c]^T`` with three independent masks (differentiable in
     ``x2`` and ``a``).  ``seed`` (``0 <= seed < 2**31``) picks the masks; drawn by :func:`draw_seed` if ``None``."""
-    check_inputs(x2, a, p)
-    if seed is None:
-        seed = draw_seed()
-    elif not 0 <= seed < 2**31:
-        raise ValueError(f"seed must be in [0, 2**31), got {seed}")
-    return DropoutLoraA.apply(x2, a, float(p), int(seed), config)
+    _check(x2, a, p)
+    return DropoutLoraA.apply(x2, a, float(p), resolve_seed(seed), config)
 
 
 def dropout_masks(seed: int, n: int, d: int, p: float, device: torch.device | str = "cuda") -> torch.Tensor:
@@ -242,5 +252,6 @@ def dropout_masks(seed: int, n: int, d: int, p: float, device: torch.device | st
     return m.bool()
 
 
-__all__ = ["Config", "DEFAULT_CONFIG", "DTYPES", "DropoutLoraA", "available", "backward_features", "check_inputs",
-           "draw_seed", "dropout_lora_a", "dropout_masks", "forward_features", "interpreted", "triton_installed", "unavailable_reason"]
+__all__ = ["Config", "DEFAULT_CONFIG", "DTYPES", "DropoutLoraA", "available", "backward_features", "check_op",
+           "draw_seed", "dropout_lora_a", "dropout_masks", "forward_features", "interpreted", "resolve_seed", "triton_installed",
+           "unavailable_reason"]

@@ -93,18 +93,13 @@ def lora_branch(x: torch.Tensor, y0: tuple[torch.Tensor, torch.Tensor, torch.Ten
     ``dtype`` is the compute dtype (autocast's, or ``x``'s); ``seed`` picks the masks
     (:func:`~paperlib.loraild.lora_a_kernel.draw_seed` when ``None``, as the op itself draws it).
     """
-    if not 0.0 <= p < 1.0:
-        raise ValueError(f"dropout p must be in [0, 1), got {p}")
     if x.shape[-1] != a[0].shape[-1] or len({t.shape for t in a}) != 1:
         raise ValueError(f"expected x [..., d] and three A [r, d], got {tuple(x.shape)} and {[tuple(t.shape) for t in a]}")
     if dtype not in lora_a_kernel.DTYPES:
         raise ValueError(f"dtype {dtype} is not one of {lora_a_kernel.DTYPES}")
-    reason = lora_a_kernel.unavailable_reason(x)
-    if reason is not None:
-        raise ValueError(f"the Triton LoRA-A op is unavailable: {reason}")
-    if seed is None:
-        seed = lora_a_kernel.draw_seed()
-    return LoraBranch.apply(x, *y0, *a, *b, float(p), int(seed), float(scale), dtype, config)
+    lora_a_kernel.check_op(x, p)
+    seed = lora_a_kernel.resolve_seed(seed)
+    return LoraBranch.apply(x, *y0, *a, *b, float(p), seed, float(scale), dtype, config)
 
 
 __all__ = ["LoraBranch", "lora_branch"]

@@ -8,7 +8,7 @@ from typing import Any
 from accelerate import Accelerator
 
 from paperlib.loraild.config import RunConfig, short_hash
-from paperlib.loraild.encoded_cache import SPLITS, encoded_path, load_encoded, save_encoded
+from paperlib.loraild.encoded_cache import SPLITS, data_id, encoded_path, load_encoded, save_encoded
 from paperlib.loraild.encoding import (Collator, EncodedSplit, EpochPermutation, LengthOrder, encode,
                                        make_loader)
 from paperlib.loraild.models import check_tokenizer_fits, load_tokenizer
@@ -35,12 +35,12 @@ def prepare_data(cfg: RunConfig, keep: bool = False) -> Prepared:
     them, a reader of finished results (the book) does not write into their folder.
     """
     cfg = cfg.resolved()
-    key = short_hash(cfg.data_key() | {"glue_dir": cfg.glue_dir})
+    key = data_id(cfg)
     if key not in _DATA:
         data = load_task(cfg.task, cfg.glue_dir, cfg.max_train, cfg.max_valid, cfg.max_test)
         tok = load_tokenizer(cfg.tokenizer)
         reg = data.spec.regression
-        path = encoded_path(cfg) if keep else None
+        path = encoded_path(cfg, key) if keep else None
         enc = load_encoded(path) if path is not None else None
         if enc is None or any(len(enc[s]) != len(data.split(s)) for s in SPLITS):
             enc = {s: encode(data.split(s), tok, cfg.max_length, reg) for s in SPLITS}
