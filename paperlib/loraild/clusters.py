@@ -127,16 +127,42 @@ def _collect(model, loader: DataLoader, device: torch.device | str, normalise: b
     return merged, np.concatenate(labels)
 
 
+def share_fits(sizes: list[int], world: int) -> list[int]:
+    """The process that fits each feature set when ``world`` processes share the k-means fits.
+
+    Longest first (by ``sizes``, e.g. examples x dimensions; ties by position), each to the
+    least-loaded process so far (ties to the lowest rank): the same answer in every process, and
+    the six hidden-state sets (24x the LoRA-A sets' dimensions at the paper's sizes) are spread
+    over the processes instead of all landing on one.
+    """
+    if world < 1:
+        raise ValueError(f"world must be at least 1, not {world}")
+    load = [0] * world
+    owner = [0] * len(sizes)
+    for i in sorted(range(len(sizes)), key=lambda i: (-sizes[i], i)):
+        rank = min(range(world), key=lambda r: (load[r], r))
+        owner[i] = rank
+        load[rank] += sizes[i]
+    return owner
+
+
 def cluster_scores(model, loader: DataLoader, device: torch.device | str, n_classes: int,
-                   features: str = "l2") -> pd.DataFrame:
-    """ARI per layer, kind and module (columns ``kind``, ``module``, ``layer``, ``ari``)."""
+                   features: str = "l2", share: tuple[int, int] = (0, 1)) -> pd.DataFrame:
+    """ARI per layer, kind and module (columns ``kind``, ``module``, ``layer``, ``ari``).
+
+    ``share=(rank, world)``: only the fits :func:`share_fits` gives process ``rank`` of ``world``
+    (each process collects every feature set, then fits its share); the rows of all shares,
+    concatenated and sorted by their ``set`` column, are the rows of ``share=(0, 1)``.
+    """
+    rank, world = share
+    if not 0 <= rank < world:
+        raise ValueError(f"share must be (rank, world) with 0 <= rank < world, not {share}")
     feats, labels = collect_features(model, loader, device, features)
-    rows = []
-    for (kind, module), layers in feats.items():
-        for li, x in enumerate(layers):
-            rows.append({"kind": kind, "module": module, "layer": li,
-                         "ari": ari_of_kmeans(x, labels, n_classes)})
-    return pd.DataFrame(rows)
+    sets = [(kind, module, li, x) for (kind, module), layers in feats.items() for li, x in enumerate(layers)]
+    owner = share_fits([int(np.prod(x.shape)) for *_, x in sets], world)
+    rows = [{"set": i, "kind": kind, "module": module, "layer": li, "ari": ari_of_kmeans(x, labels, n_classes)}
+            for i, (kind, module, li, x) in enumerate(sets) if owner[i] == rank]
+    return pd.DataFrame(rows, columns=["set", "kind", "module", "layer", "ari"])
 
 
 def average_scores(frame: pd.DataFrame) -> pd.DataFrame:
@@ -145,4 +171,4 @@ def average_scores(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.groupby(keys + ["layer"])["ari"].mean().unstack("layer")
 
 
-__all__ = ["ari_of_kmeans", "collect_features", "cluster_scores", "average_scores"]
+__all__ = ["ari_of_kmeans", "collect_features", "share_fits", "cluster_scores", "average_scores"]

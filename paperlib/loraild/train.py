@@ -25,7 +25,7 @@ import time
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import gather_object, set_seed
 
 from paperlib.loraild import teacher_cache as tc
 from paperlib.loraild.alignment import LayerAligner, rail_layers
@@ -71,15 +71,26 @@ def best_copy(model: DistillModel) -> dict:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-def cluster_analysis(cfg: RunConfig, model: DistillModel, prep: Prepared, device) -> list[dict]:
-    """Table 2's cluster scores of the trained student on (at most ``cluster_max_examples``) test examples."""
+def cluster_analysis(cfg: RunConfig, model: DistillModel, prep: Prepared, device,
+                     acc: Accelerator | None = None) -> list[dict]:
+    """Table 2's cluster scores of the trained student on (at most ``cluster_max_examples``) test examples.
+
+    Under a launcher (``acc`` with N processes) every process calls it: each fits its share of the
+    k-means sets (:func:`~paperlib.loraild.clusters.share_fits`) and all get every row, in the
+    order one process gives.
+    """
+    share = (acc.process_index, acc.num_processes) if acc is not None else (0, 1)
     test = prep.encoded["test"]
     n = min(cfg.cluster_max_examples or len(test), len(test))
     subset = EncodedSplit(test.input_ids[:n], None if test.token_type_ids is None else test.token_type_ids[:n],
                           test.labels[:n])
     loader = make_loader(subset, cfg.eval_batch_size,
                          Collator(prep.tokenizer.pad_token_id, cfg.max_length, pad_to_max=True))
-    return cluster_scores(model, loader, device, cfg.task_spec.num_labels, cfg.cluster_features).to_dict("records")
+    rows = cluster_scores(model, loader, device, cfg.task_spec.num_labels, cfg.cluster_features,
+                          share).to_dict("records")
+    if share[1] > 1:
+        rows = gather_object(rows)
+    return [{k: v for k, v in row.items() if k != "set"} for row in sorted(rows, key=lambda r: r["set"])]
 
 
 def worker_info(device: torch.device | None = None) -> dict:
@@ -190,9 +201,9 @@ def _run(cfg: RunConfig, acc: Accelerator) -> dict:
             desc=f"{cfg.task}/{cfg.method}/seed{cfg.seed}", progress=cfg.progress, checkpoint=cfg.checkpoint,
             timer=timer)
         clusters: list[dict] = []
-        if cfg.method in cfg.cluster_methods and not spec.regression and acc.is_main_process:
+        if cfg.method in cfg.cluster_methods and not spec.regression:  # every process fits a share
             with timer("clusters"), eager_calls(compile_mode is not None):
-                clusters = cluster_analysis(cfg, inner, prep, acc.device)
+                clusters = cluster_analysis(cfg, inner, prep, acc.device, acc)
         result = {
             "task": cfg.task, "method": cfg.method, "method_label": method.label, "seed": cfg.seed,
             "lr": cfg.lr, "metric": spec.metric, "history": history, "best_epoch": best["epoch"],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -105,3 +106,31 @@ def test_scores_in_every_mode_and_bad_mode(tiny):
         assert set(frame["kind"]) == {"hidden", "ild"} and frame["ari"].between(-1, 1).all()
     with pytest.raises(ValueError, match="cluster features must be one of"):
         collect_features(model, loader, "cpu", "mean")
+
+
+def test_share_fits_spreads_the_largest_sets_and_is_complete():
+    from paperlib.loraild.clusters import share_fits
+
+    # six hidden-state sets 24x the size of eighteen LoRA-A sets, as at the paper's sizes (128 x 768
+    # against 128 x 32 per example): one process alone would fit all six hidden sets
+    sizes = [24] * 6 + [1] * 18
+    owner = share_fits(sizes, 2)
+    loads = [sum(s for s, o in zip(sizes, owner) if o == r) for r in range(2)]
+    assert sorted(owner[:6]) == [0, 0, 0, 1, 1, 1] and loads == [81, 81]
+    assert share_fits(sizes, 1) == [0] * 24
+    assert share_fits([5, 5, 5], 4) == [0, 1, 2]  # more processes than sets: some fit none
+    assert share_fits(sizes, 3) == share_fits(list(sizes), 3)  # the same in every process
+    with pytest.raises(ValueError, match="at least 1"):
+        share_fits(sizes, 0)
+
+
+def test_shares_together_are_the_whole_analysis(tiny):
+    model, loader = _model(tiny), _loader(tiny)
+    whole = cluster_scores(model, loader, "cpu", 2)
+    assert list(whole["set"]) == list(range(len(whole)))
+    parts = [cluster_scores(model, loader, "cpu", 2, share=(r, 3)) for r in range(3)]
+    assert all(len(p) for p in parts)
+    merged = pd.concat(parts).sort_values("set").reset_index(drop=True)
+    pd.testing.assert_frame_equal(merged, whole)
+    with pytest.raises(ValueError, match="0 <= rank < world"):
+        cluster_scores(model, loader, "cpu", 2, share=(2, 2))

@@ -67,6 +67,10 @@ def test_two_processes_match_one_at_the_same_global_batch(tmp_path: Path):
         for key in ("loss", "ce", "inter"):
             assert h2["train"][key] == pytest.approx(h1["train"][key], rel=2e-3, abs=1e-5), (key, h1, h2)
         assert h2["valid_score"] == pytest.approx(h1["valid_score"], abs=1e-6)
+    # the two processes shared the k-means fits: every set is scored, in one process's order
+    assert [(c["kind"], c["module"], c["layer"]) for c in two["clusters"]] == \
+        [(c["kind"], c["module"], c["layer"]) for c in one["clusters"]]
+    assert len(one["clusters"]) == 2 * (1 + 3) and all("set" not in c for c in two["clusters"])
     # written once, by the main process: one result, no leftover per-rank checkpoints
     leftovers = [p for p in (tmp_path / "two").rglob("*") if "rank" in p.name.lower()]
     assert not leftovers
