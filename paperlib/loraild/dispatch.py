@@ -207,12 +207,17 @@ class LocalPool:
         """Stop the spawned workers without waiting for them (they hold no work: a pool started
         ahead and not used, or one whose jobs have all returned).  They are terminated before the
         pool shuts down, so none spends seconds on an orderly exit first."""
-        if self._pool is not None:
-            for proc in list(getattr(self._pool, "_processes", {}).values()):
+        if self._pool is None:
+            return
+        terminate = getattr(self._pool, "terminate_workers", None)  # the public call, Python 3.14+
+        if terminate is not None:
+            terminate()
+        else:  # earlier Pythons: the pool's own table of its worker processes
+            for proc in list((getattr(self._pool, "_processes", None) or {}).values()):
                 if proc.is_alive():
                     proc.terminate()
             self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
+        self._pool = None
 
     def map_unordered(self, fn: Callable, jobs: dict[int, tuple]) -> Iterator[tuple[int, object]]:
         """``(key, fn(*args))`` for every ``key: args`` of ``jobs``, as they finish.
