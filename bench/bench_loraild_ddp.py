@@ -275,11 +275,11 @@ def main() -> int:
         print(f"{e:5d} {a:14.6f} {b:14.6f} {diffs[-1]:10.2e}")
     summary = {"speedup_wall": one["wall_s"] / many["wall_s"], "speedup_stage2": one["stage2_s"] / many["stage2_s"],
                "speedup_teacher": one["teacher_s"] / many["teacher_s"], "max_rel_loss_diff": max(diffs)}
-    for phase in sorted(set(one["phases_s"]) & set(many["phases_s"])):
-        a, b = one["phases_s"][phase], many["phases_s"][phase]
-        summary.setdefault("speedup_by_phase", {})[phase] = a / b if b > 0 else None
+    for phase in sorted(set(one["phases_s"]) | set(many["phases_s"])):  # process_group: only with N > 1
+        a, b = one["phases_s"].get(phase, 0.0), many["phases_s"].get(phase, 0.0)
+        summary.setdefault("speedup_by_phase", {})[phase] = a / b if a > 0 and b > 0 else None
         print(f"  stage-2 phase {phase:<18s} {a:8.2f} s on 1, {b:8.2f} s on {args.nproc}: "
-              f"{a / b if b > 0 else float('nan'):.2f}x")
+              f"{a / b if a > 0 and b > 0 else float('nan'):.2f}x")
     stage1 = "stage 1 prepared once before both (not compared)" if args.precompute else \
         f"{summary['speedup_teacher']:.2f}x stage 1"
     if args.precompute:

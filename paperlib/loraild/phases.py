@@ -1,4 +1,4 @@
-"""Wall time per phase of a run (data, teacher, teacher outputs, steps, evaluation, clusters, saving).
+"""Wall time per phase of a run (process group, data, teacher, teacher outputs, steps, evaluation, clusters, saving).
 
 Each phase's time is measured between device synchronisations, so GPU work queued in one phase is
 not billed to the next; the sum is the run's wall time up to the untimed remainder.

@@ -353,7 +353,9 @@ def _gathered_rows(rows, device: torch.device | str, rank: int, world: int) -> t
     local = torch.zeros((chunk, *shape[1:]), dtype=mine.dtype, device=device)
     local[: b - a] = mine.to(device)
     full = torch.empty((chunk * world, *shape[1:]), dtype=mine.dtype, device=device)
-    dist.all_gather_into_tensor(full, local)
+    # all_gather_single is the name from torch 2.13 on (all_gather_into_tensor, the same call, warns there)
+    gather = getattr(dist, "all_gather_single", dist.all_gather_into_tensor)
+    gather(full, local)
     return full[:n]
 
 

@@ -113,9 +113,9 @@ def worker_info(device: torch.device | None = None) -> dict:
 def run(cfg: RunConfig, accelerator: Accelerator | None = None) -> dict:
     """Stage 2 for one (task, method, seed): trains (or resumes, or skips) and returns the result.
 
-    The result records the wall seconds of each phase (``phases_s``: data, teacher, teacher_outputs,
-    setup, steps, evaluation, saving, clusters), when it started (``started_unix``) and where
-    (``worker``: pid, host, GPU; :func:`worker_info`).
+    The result records the wall seconds of each phase (``phases_s``: data, teacher,
+    teacher_outputs, setup, steps, evaluation, saving, clusters; process_group under a launcher),
+    when it started (``started_unix``) and where (``worker``: pid, host, GPU; :func:`worker_info`).
     """
     cfg = cfg.resolved()
     done = load_result(cfg)
@@ -137,6 +137,11 @@ def _run(cfg: RunConfig, acc: Accelerator) -> dict:
     method, spec = cfg.method_spec, cfg.task_spec
     t0 = time.time()
     timer = PhaseTimer(acc.device)
+    if acc.num_processes > 1:
+        # the group's first collective sets up its communicators (NCCL: about a second), timed here
+        # instead of in whichever phase first talks to the other processes
+        with timer("process_group"):
+            acc.wait_for_everyone()
     with timer("data"):
         prep = prepare_data(cfg, keep=True)
     teacher_summary = None

@@ -67,6 +67,8 @@ def test_two_processes_match_one_at_the_same_global_batch(tmp_path: Path):
         for key in ("loss", "ce", "inter"):
             assert h2["train"][key] == pytest.approx(h1["train"][key], rel=2e-3, abs=1e-5), (key, h1, h2)
         assert h2["valid_score"] == pytest.approx(h1["valid_score"], abs=1e-6)
+    # the communicators' set-up is a phase of its own, only where there is a group
+    assert "process_group" in two["phases_s"] and "process_group" not in one["phases_s"]
     # the two processes shared the k-means fits: every set is scored, in one process's order
     assert [(c["kind"], c["module"], c["layer"]) for c in two["clusters"]] == \
         [(c["kind"], c["module"], c["layer"]) for c in one["clusters"]]
