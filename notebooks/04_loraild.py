@@ -236,7 +236,7 @@ if stuck:
     longer = base.replace(epochs=3 * base.epochs)
     again = run_sweep(longer, [task], stuck, seeds[:1], progress=False,
                       workers=default_workers(base.device) if workers is None else int(workers))
-    per_epoch = pd.DataFrame({base.replace(method=r["method"]).method_spec.label: [h["valid_score"] for h in r["history"]]
+    per_epoch = pd.DataFrame({r["method_label"]: [h["valid_score"] for h in r["history"]]
                               for r in again.results if r["task"] == task})
     per_epoch.index.name = "epoch"
     display(Markdown(

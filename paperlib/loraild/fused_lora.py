@@ -42,10 +42,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from paperlib.loraild import lora_a_kernel
+from paperlib.loraild.config import LORA_KERNELS
 from paperlib.loraild.lora_branch import LoraBranch
 from paperlib.loraild.models import LORA_TARGETS, encoder_layers
 
-KERNELS = ("auto", "triton", "torch")
+KERNELS = LORA_KERNELS  # the run setting's values (RunConfig.lora_kernel) are the recorder's
 
 
 def dropout_lora_a_torch(x2: torch.Tensor, a: torch.Tensor, p: float) -> torch.Tensor:
