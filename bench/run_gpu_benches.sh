@@ -243,8 +243,58 @@ eleventh1|eleventh1prep)  # round 9, after the cache-size fix: tenth1's data-par
     grep -h "alongside\|teacher outputs" /tmp/ddp-long/log-*.txt >>"$OUT/multi.log" 2>&1
   fi
   ;;
+twelfth1|twelfth1prep)  # round 11: twelfth1prep prepares eleventh1's data-parallel run (3 x 300 steps, cached teacher) on
+  # card 0 while card 1 times compiling in bf16 (item 5b): one CLI run eager and compiled (3 x 100 steps of
+  # 128 x 128), the compiled-vs-eager loss curves at 128 x 128, and compiled step times of both methods;
+  # twelfth1, right after on the warm machine: the data-parallel run in 1 and 2 processes, nothing else running
+  DDP="--nproc 2 --global-batch 128 --steps-per-epoch 300 --epochs 3 --words 24"
+  if [ "$1" = twelfth1prep ]; then
+    (
+      export CUDA_VISIBLE_DEVICES=1
+      B="--dtypes bf16 --modes cached --batch 128"
+      step "$OUT/card1.log" timeout 230 python bench/bench_loraild.py --section run --run-precision bf16 --run-epochs 3 \
+        --run-steps 100 --run-words 24 --run-compile off reduce-overhead --json "$OUT/run_bf16_compile.json"
+      step "$OUT/card1.log" timeout 130 python bench/bench_loraild.py --section compile $B --compare-steps 300 \
+        --json "$OUT/compile_b128.json"
+      step "$OUT/card1.log" timeout 80 python bench/bench_loraild.py $B --methods vanilla_kd loraild_fixed --steps 60 \
+        --compile reduce-overhead --json "$OUT/steps_b128_compiled.json"
+    ) &
+    step "$OUT/multi.log" python bench/bench_loraild_ddp.py $DDP --out /tmp/ddp-long --prepare-only
+    du -sh /tmp/ddp-long/results-teachers >>"$OUT/multi.log" 2>&1
+    wait
+  else
+    step "$OUT/multi.log" python bench/bench_loraild_ddp.py $DDP --out /tmp/ddp-long --json "$OUT/ddp_b128_long_cached.json"
+    grep -h "alongside\|teacher outputs" /tmp/ddp-long/log-*.txt >>"$OUT/multi.log" 2>&1
+  fi
+  ;;
+thirteenth1)  # round 11, last call: the default compile="auto" end to end (card 0: one bf16 CLI run of 20 epochs x
+  # 100 steps, 2,000 steps, eager and with the default, which compiles it); card 1: compiled-vs-eager loss curves
+  # at 128 x 128 with their noise yardstick (other dropout draws), then profiles of the torch-feature step (item 5a)
+  (
+    export CUDA_VISIBLE_DEVICES=1
+    B="--dtypes bf16 --modes cached --batch 128"
+    step "$OUT/card1.log" timeout 250 python bench/bench_loraild.py --section compile $B --compare-steps 300 \
+      --json "$OUT/compile_b128.json"
+    step "$OUT/card1.log" timeout 120 python bench/bench_loraild.py $B --methods vanilla_kd loraild_fixed --steps 20 \
+      --profile "$OUT/profile_b128_torch.txt" --profile-method vanilla_kd loraild_fixed --profile-lora-path fused-torch \
+      --json "$OUT/steps_b128_profiled_torch.json"
+  ) &
+  step "$OUT/card0.log" python bench/bench_loraild.py --section run --run-precision bf16 --run-epochs 20 --run-steps 100 \
+    --run-words 24 --run-compile off auto --json "$OUT/run_bf16_auto_2000.json"
+  wait
+  ;;
+fourteenth1)  # round 11, one H100 and nothing else running: compiled runs one after another in one process (a sweep
+  # lane), with and without the release after each run; then the step table eager and compiled (bf16, 128 x 128)
+  step "$OUT/card0.log" timeout 200 python bench/checks/compiled_runs_in_one_process.py --out /tmp/lane --runs 3 \
+    --json "$OUT/lane_release.json"
+  step "$OUT/card0.log" timeout 120 python bench/checks/compiled_runs_in_one_process.py --out /tmp/lane --runs 3 \
+    --keep-compiled --json "$OUT/lane_keep.json"
+  B="--dtypes bf16 --modes cached --batch 128 --methods vanilla_kd loraild_fixed --steps 60"
+  step "$OUT/card0.log" timeout 100 python bench/bench_loraild.py $B --repeats 3 --json "$OUT/steps_b128_eager.json"
+  step "$OUT/card0.log" timeout 100 python bench/bench_loraild.py $B --compile reduce-overhead --json "$OUT/steps_b128_compiled.json"
+  ;;
 *)
-  echo "usage: bash bench/run_gpu_benches.sh single|multi|sweep|final|third1|third2|fourth1|fourth2|fifth1|fifth2|sixth1|sixth2|seventh1|seventh2prep|seventh2|eighth1prep|eighth1|ninth1|tenth1prep|tenth1|tenth2|eleventh1prep|eleventh1" >&2
+  echo "usage: bash bench/run_gpu_benches.sh single|multi|sweep|final|third1|third2|fourth1|fourth2|fifth1|fifth2|sixth1|sixth2|seventh1|seventh2prep|seventh2|eighth1prep|eighth1|ninth1|tenth1prep|tenth1|tenth2|eleventh1prep|eleventh1|twelfth1prep|twelfth1|thirteenth1|fourteenth1" >&2
   exit 2
   ;;
 esac

@@ -167,6 +167,9 @@ def check_method(method: str) -> MethodSpec:
 
 
 COMPILE_MODES = (None, "auto", "off", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+#: the fewest optimizer steps for which ``compile="auto"`` compiles (:meth:`RunConfig.compile_mode`):
+#: about 1.5x the ~1,400 bf16 steps after which compiling (~22 s) has paid for itself on an H100
+COMPILE_AUTO_MIN_STEPS = 2000
 #: what the cluster analysis clusters as the LoRA-A features (Table 2, :mod:`paperlib.loraild.clusters`):
 #: ``"l2"`` per-token L2-normalised (over the token's whole layers x modules x r vector, as eq. 3
 #: and the authors' analyser), LoRA dropout off; ``"l2_dropout"`` the same with the student's LoRA
@@ -232,17 +235,12 @@ class RunConfig:
     teacher_cache_max_gb: float = 2.0
     checkpoint: bool | None = None  # resume checkpoints after every epoch but the last (embedded: off)
     keep_checkpoints: bool = False  # keep the best student's weights (best_model.safetensors) after the run
-    # torch.compile mode for the student (the frozen teacher stays eager): None / "off" (the
-    # default: eager), "auto" ("reduce-overhead", i.e. CUDA graphs, for a one-process run on a GPU
-    # with fixed shapes, i.e. padding to max_length; eager otherwise; see compile_mode),
-    # "default", "reduce-overhead" (3-4x faster steps at 32 x 128 on an H100, bench/README.md),
-    # "max-autotune", "max-autotune-no-cudagraphs".  Not the default on GPUs: compiled steps train
-    # like eager ones, and evaluation and cluster features run the eager code (models.eager_calls),
-    # but in fp32 at 128 x 128 a compiled step is only 3.5% faster and compiling costs ~17 s, which
-    # pays back after ~4,000 steps (59.9 s against 41.5 s for a 300-step run on an H100,
-    # bench/README.md section 7, round 5).
-    # An execution choice like ``device``: it is not part of the results' key.
-    compile: str | None = None
+    # torch.compile mode for the student (the frozen teacher stays eager): "auto" (the default: CUDA
+    # graphs where they were measured to pay, eager elsewhere; see compile_mode), None / "off" (eager),
+    # "default", "reduce-overhead" (CUDA graphs), "max-autotune", "max-autotune-no-cudagraphs".
+    # Compiled steps train like eager ones, and evaluation and cluster features run the eager code
+    # (models.eager_calls).  An execution choice like ``device``: it is not part of the results' key.
+    compile: str | None = "auto"
     # take the authors' per-method settings (lr, weight decay, curriculum start / schedule / final,
     # teacher lr) of this GLUE task for another task: the GPU configuration of the embedded
     # Rotten Tomatoes task uses "sst2", the task built from the same snippets
@@ -267,17 +265,29 @@ class RunConfig:
         """Unmasked ILD (the authors' mean over all positions) implies padding to max_length."""
         return self.pad_to_max_length or not self.ild_mask_padding
 
-    def compile_mode(self, device_type: str, num_processes: int) -> str | None:
-        """The ``torch.compile`` mode a run uses: ``compile`` itself, or for ``"auto"``
-        ``"reduce-overhead"`` when CUDA graphs pay (one process on a GPU, every batch padded to
-        ``max_length``: one shape, so one graph) and eager (``None``) otherwise.  Compiled steps
-        train like eager ones (bench/README.md section 7: without dropout the 50-step loss means
-        agree to 8e-5 over 200 steps)."""
+    def compile_mode(self, device_type: str, num_processes: int, mixed_precision: str = "no",
+                     steps: int | None = None) -> str | None:
+        """The ``torch.compile`` mode a run of ``steps`` optimizer steps uses: ``compile`` itself, or for
+        ``"auto"`` ``"reduce-overhead"`` (CUDA graphs) where compiling was measured to pay, eager
+        (``None``) otherwise.  It pays (``bench/README.md`` section 7, round 11, one H100, 128 x 128
+        tokens) where all of these hold:
+
+        - one process on a GPU (data-parallel runs stay eager);
+        - every batch padded to ``max_length`` (one shape, so one graph; a shape per batch would
+          compile and record again for each);
+        - bf16 mixed precision: the eager step is bound by the host, and a compiled one took
+          25.1 ms against 41.5 ms.  In fp32 (the authors' precision) it took 3.5% less (round 5);
+        - at least :data:`COMPILE_AUTO_MIN_STEPS` steps: compiling costs about 22 s, which bf16
+          steps pay back after about 1,400;
+        - the fused LoRA's features from torch (``lora_kernel="triton"`` cannot be compiled).
+        """
         if self.compile in (None, "off"):
             return None
         if self.compile == "auto":
-            static = device_type == "cuda" and num_processes == 1 and self.padding_to_max
-            return "reduce-overhead" if static else None
+            pays = (device_type == "cuda" and num_processes == 1 and self.padding_to_max
+                    and mixed_precision == "bf16" and self.lora_kernel != "triton"
+                    and steps is not None and steps >= COMPILE_AUTO_MIN_STEPS)
+            return "reduce-overhead" if pays else None
         return self.compile
 
     def replace(self, **changes: Any) -> "RunConfig":
@@ -445,6 +455,6 @@ def short_hash(obj: Any, n: int = 10) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:n]
 
 
-__all__ = ["TaskSpec", "MethodSpec", "RunConfig", "COMPILE_MODES", "CLUSTER_FEATURES", "LORA_KERNELS", "TASKS", "METHODS", "METHOD_NAMES", "ALL_TASKS",
+__all__ = ["TaskSpec", "MethodSpec", "RunConfig", "COMPILE_MODES", "COMPILE_AUTO_MIN_STEPS", "CLUSTER_FEATURES", "LORA_KERNELS", "TASKS", "METHODS", "METHOD_NAMES", "ALL_TASKS",
            "EMBEDDED_TASKS", "PAPER_LR", "PAPER_PROFILE", "EMBEDDED_PROFILE", "UnknownTaskError",
            "check_task", "check_method", "profile_for", "short_hash", "default_results_dir"]

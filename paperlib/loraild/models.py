@@ -319,6 +319,17 @@ def compile_model(model: nn.Module, mode: str) -> nn.Module:
     return model
 
 
+def release_compiled() -> None:
+    """Drop every compiled graph of this process (``torch._dynamo.reset``: its code caches and CUDA graph trees).
+
+    Called after a compiled run.  A sweep lane trains run after run in one process: without it, each
+    compiled student's CUDA graphs would keep their memory pool (and through their static inputs the
+    old student's parameters), and each new student would count as a recompile of the same forward
+    against dynamo's limit (8), after which later runs would quietly train eager.
+    """
+    torch._dynamo.reset()
+
+
 @contextlib.contextmanager
 def eager_calls(compiled: bool):
     """Inside the block, compiled modules run their eager code (``torch.compiler.set_stance``).
@@ -403,6 +414,6 @@ def describe(name: str) -> str:
 
 
 __all__ = ["LORA_TARGETS", "LORA_TARGETS_BY_TYPE", "lora_targets", "ModelLoadError", "TokenizerMismatchError", "check_tokenizer_fits", "check_model_folder", "load_tokenizer", "load_classifier", "build_teacher",
-           "build_student", "teacher_lora", "student_lora", "compile_model", "eager_calls", "encoder_layers", "keep_every_other_layer", "lora_config",
+           "build_student", "teacher_lora", "student_lora", "compile_model", "release_compiled", "eager_calls", "encoder_layers", "keep_every_other_layer", "lora_config",
            "trainable_state", "load_trainable_state", "freeze", "attention_mask_input", "forward_kwargs", "describe",
            "model_location", "split_half"]

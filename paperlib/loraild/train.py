@@ -35,7 +35,7 @@ from paperlib.loraild.curriculum import method_weights, selectable
 from paperlib.loraild.distill import DistillModel
 from paperlib.loraild.encoding import Collator, EncodedSplit, make_loader
 from paperlib.loraild.loop import adamw, fit, predict
-from paperlib.loraild.models import build_student, compile_model, eager_calls
+from paperlib.loraild.models import build_student, compile_model, eager_calls, release_compiled
 from paperlib.loraild.phases import PhaseTimer
 from paperlib.loraild.prepare import Prepared, loaders, prepare_data
 from paperlib.devices import check_device
@@ -153,11 +153,12 @@ def _run(cfg: RunConfig, acc: Accelerator) -> dict:
     with timer("teacher_outputs"):
         cache, live_teacher, t_recorder = teacher_outputs(cfg, acc, parts, n_t, h_t)
     with timer("setup"):
-        compile_mode = cfg.compile_mode(acc.device.type, acc.num_processes)
+        sampler, train, valid, test, _ = loaders(acc, prep, cfg, cfg.seed)
+        compile_mode = cfg.compile_mode(acc.device.type, acc.num_processes, acc.mixed_precision,
+                                        steps=len(train) * cfg.epochs)
         model, aligner = build_run_model(cfg, n_t, h_t, compile_mode)
         n_s = model.n_student_layers
         optimizer = adamw([p for p in model.parameters() if p.requires_grad], cfg.lr, cfg.weight_decay)
-        sampler, train, valid, test, _ = loaders(acc, prep, cfg, cfg.seed)
         search_unused_parameters(acc, model.skips_parameters)  # DDP: the graph search only where needed
         wrapped, optimizer, train, valid, test = acc.prepare(model, optimizer, train, valid, test)
         inner: DistillModel = acc.unwrap_model(wrapped)
@@ -232,6 +233,8 @@ def _run(cfg: RunConfig, acc: Accelerator) -> dict:
     finally:
         if inner.recorder is not None:
             inner.recorder.remove()
+        if compile_mode is not None:  # the next run in this process (a sweep lane) starts uncompiled
+            release_compiled()
         acc.free_memory()
     return result
 

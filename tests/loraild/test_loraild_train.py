@@ -363,24 +363,57 @@ def test_compiled_student_trains_like_the_eager_one(tiny, monkeypatch):
     # same seed and data; only dropout's random stream differs between eager and compiled kernels
     assert c["ce"] == pytest.approx(e["ce"], rel=0.1) and c["inter"] == pytest.approx(e["inter"], rel=0.1)
     assert compiled["config"]["compile"] == "default"
+    # a compiled run leaves no compiled code behind for the next run of a sweep lane (dynamo reset)
+    from torch._dynamo import convert_frame
+    assert convert_frame.FRAME_COUNTER == 0
     with pytest.raises(ValueError, match="compile must be one of"):
         tiny.config(compile="fastest").resolved()
 
 
-def test_auto_compile_uses_cuda_graphs_only_for_one_fixed_shape_process_on_a_gpu(tiny):
-    """``compile="auto"`` picks CUDA graphs where they pay and eager elsewhere; the default is eager."""
-    assert tiny.config().compile is None and tiny.config().compile_mode("cuda", 1) is None
-    cfg = tiny.config(compile="auto")
+def test_auto_compile_uses_cuda_graphs_only_where_they_were_measured_to_pay(tiny):
+    """``compile="auto"`` (the default) picks CUDA graphs for a long bf16 run of one fixed-shape process
+    on a GPU, and eager wherever one of these conditions fails; a mode asked for by name is always used."""
+    from paperlib.loraild.config import COMPILE_AUTO_MIN_STEPS as N
+    cfg = tiny.config()
+    assert cfg.compile == "auto"
     fixed = cfg.replace(pad_to_max_length=True)
-    assert fixed.compile_mode("cuda", 1) == "reduce-overhead"
-    assert cfg.replace(ild_mask_padding=False).compile_mode("cuda", 1) == "reduce-overhead"  # pads to max too
-    assert cfg.replace(pad_to_max_length=False).compile_mode("cuda", 1) is None  # a shape per batch
-    assert fixed.compile_mode("cpu", 1) is None
-    assert fixed.compile_mode("cuda", 2) is None  # data-parallel runs stay eager
-    assert fixed.replace(compile="off").compile_mode("cuda", 1) is None
-    assert fixed.replace(compile=None).compile_mode("cuda", 1) is None
+    pays = ("cuda", 1, "bf16", N)
+    assert fixed.compile_mode(*pays) == "reduce-overhead"
+    assert fixed.compile_mode("cuda", 1, "bf16", 10 * N) == "reduce-overhead"
+    assert cfg.replace(ild_mask_padding=False).compile_mode(*pays) == "reduce-overhead"  # pads to max too
+    assert cfg.compile_mode(*pays) is None  # a shape per batch
+    assert fixed.compile_mode("cpu", 1, "bf16", N) is None
+    assert fixed.compile_mode("cuda", 2, "bf16", N) is None  # data-parallel runs stay eager
+    assert fixed.compile_mode("cuda", 1, "no", N) is None  # fp32: a compiled step is only 3.5% faster
+    assert fixed.compile_mode("cuda", 1, "fp16", N) is None  # not measured
+    assert fixed.compile_mode("cuda", 1, "bf16", N - 1) is None  # compiling would not pay back
+    assert fixed.compile_mode("cuda", 1, "bf16") is None  # length unknown
+    assert fixed.replace(lora_kernel="triton").compile_mode(*pays) is None  # the op cannot be compiled
+    assert fixed.replace(compile="off").compile_mode(*pays) is None
+    assert fixed.replace(compile=None).compile_mode(*pays) is None
     assert cfg.replace(compile="default").compile_mode("cpu", 1) == "default"  # asked for: always
-    assert tiny.config(compile="off").resolved().compile_mode("cuda", 1) is None
+    assert tiny.config(compile="off").resolved().compile_mode(*pays) is None
+
+
+def test_auto_compile_counts_the_runs_optimizer_steps(tiny, monkeypatch):
+    """The run hands ``compile_mode`` its real step count (batches per epoch x epochs) and precision, and
+    compiles with what it returns."""
+    import paperlib.loraild.config as config_mod
+    import paperlib.loraild.train as train_mod
+    seen, compiled = [], []
+    real = config_mod.RunConfig.compile_mode
+
+    def spy(self, device_type, num_processes, mixed_precision="no", steps=None):
+        seen.append((device_type, num_processes, mixed_precision, steps))
+        return "default" if steps == 2 * 3 else real(self, device_type, num_processes, mixed_precision, steps)
+
+    monkeypatch.setattr(config_mod.RunConfig, "compile_mode", spy)
+    monkeypatch.setattr(train_mod, "compile_model", lambda model, mode: compiled.append(mode))
+    cfg = tiny.config(method="vanilla_kd", epochs=2, batch_size=8, max_train=24, seed=11,
+                      results_dir=str(tiny.root / "results_auto_steps"))
+    result = train_mod.run(cfg)
+    assert seen == [("cpu", 1, "no", 6)]  # 24 examples in batches of 8, two epochs
+    assert compiled == ["default"] and result["compile"] == "default"
 
 
 def test_cache_size_follows_what_is_stored_not_the_batch_padding(tiny):
