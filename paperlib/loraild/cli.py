@@ -20,7 +20,7 @@ import dataclasses
 import json
 import sys
 
-from paperlib.loraild.config import ALL_TASKS, METHOD_NAMES, RunConfig
+from paperlib.loraild.config import ALL_TASKS, COMPILE_AUTO_MIN_STEPS, COMPILE_MODES, METHOD_NAMES, RunConfig
 
 SKIP = {"filled"}
 SWEEP_SKIP = SKIP | {"task", "method", "seed"}
@@ -44,7 +44,13 @@ def _add_config_options(parser: argparse.ArgumentParser, skip: set[str]) -> None
             shown = "from the task's profile" if default is None else default
             if f.name == "results_dir":
                 shown = "$PAPERLIB_RESULTS, else ./results/loraild"
-            parser.add_argument(opt, type=typ, default=None, help=f"(default: {shown})", **kw)
+            help_text = f"(default: {shown})"
+            if f.name == "compile":
+                kw = {"choices": [m for m in COMPILE_MODES if m]}
+                help_text = (f"the student's torch.compile mode (default: auto, i.e. CUDA graphs for a one-process bf16 run "
+                             f"on a GPU with batches padded to max_length and at least {COMPILE_AUTO_MIN_STEPS} steps, "
+                             f"eager otherwise; off: always eager)")
+            parser.add_argument(opt, type=typ, default=None, help=help_text, **kw)
 
 
 def config_from_args(args: argparse.Namespace, skip: set[str] = SKIP) -> RunConfig:

@@ -168,7 +168,7 @@ def check_method(method: str) -> MethodSpec:
 
 COMPILE_MODES = (None, "auto", "off", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 #: the fewest optimizer steps for which ``compile="auto"`` compiles (:meth:`RunConfig.compile_mode`):
-#: about 1.5x the ~1,400 bf16 steps after which compiling (~22 s) has paid for itself on an H100
+#: about 1.4x the 1,300-1,500 bf16 steps after which compiling (~24 s) has paid for itself (H100, H200)
 COMPILE_AUTO_MIN_STEPS = 2000
 #: what the cluster analysis clusters as the LoRA-A features (Table 2, :mod:`paperlib.loraild.clusters`):
 #: ``"l2"`` per-token L2-normalised (over the token's whole layers x modules x r vector, as eq. 3
@@ -266,27 +266,29 @@ class RunConfig:
         return self.pad_to_max_length or not self.ild_mask_padding
 
     def compile_mode(self, device_type: str, num_processes: int, mixed_precision: str = "no",
-                     steps: int | None = None) -> str | None:
+                     steps: int | None = None, compiler_ready: bool = True) -> str | None:
         """The ``torch.compile`` mode a run of ``steps`` optimizer steps uses: ``compile`` itself, or for
         ``"auto"`` ``"reduce-overhead"`` (CUDA graphs) where compiling was measured to pay, eager
         (``None``) otherwise.  It pays (``bench/README.md`` section 7, round 11, one H100, 128 x 128
-        tokens) where all of these hold:
+        tokens; H200 alike) where all of these hold:
 
         - one process on a GPU (data-parallel runs stay eager);
         - every batch padded to ``max_length`` (one shape, so one graph; a shape per batch would
           compile and record again for each);
         - bf16 mixed precision: the eager step is bound by the host, and a compiled one took
           25.1 ms against 41.5 ms.  In fp32 (the authors' precision) it took 3.5% less (round 5);
-        - at least :data:`COMPILE_AUTO_MIN_STEPS` steps: compiling costs about 22 s, which bf16
-          steps pay back after about 1,400;
-        - the fused LoRA's features from torch (``lora_kernel="triton"`` cannot be compiled).
+        - at least :data:`COMPILE_AUTO_MIN_STEPS` steps: compiling costs about 24 s (tracing and
+          recording in the first epoch, and set-up), which bf16 steps pay back after 1,300-1,500;
+        - the fused LoRA's features from torch (``lora_kernel="triton"`` cannot be compiled);
+        - ``compiler_ready``: inductor can generate code for the GPU (:func:`~paperlib.loraild.models.gpu_compiles`),
+          so that the default never fails a run that eager training would finish.
         """
         if self.compile in (None, "off"):
             return None
         if self.compile == "auto":
             pays = (device_type == "cuda" and num_processes == 1 and self.padding_to_max
                     and mixed_precision == "bf16" and self.lora_kernel != "triton"
-                    and steps is not None and steps >= COMPILE_AUTO_MIN_STEPS)
+                    and steps is not None and steps >= COMPILE_AUTO_MIN_STEPS and compiler_ready)
             return "reduce-overhead" if pays else None
         return self.compile
 

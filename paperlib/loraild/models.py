@@ -319,6 +319,17 @@ def compile_model(model: nn.Module, mode: str) -> nn.Module:
     return model
 
 
+def gpu_compiles(device: torch.device) -> bool:
+    """Whether ``torch.compile``'s inductor can generate code for ``device``: a CUDA GPU of compute
+    capability 7.0 or later with the Triton package installed (what inductor itself requires).
+    ``compile="auto"`` compiles only where this holds; the CPU is never chosen by it."""
+    if device.type != "cuda":
+        return False
+    from torch.utils._triton import has_triton_package
+
+    return has_triton_package() and torch.cuda.get_device_capability(device)[0] >= 7
+
+
 def release_compiled() -> None:
     """Drop every compiled graph of this process (``torch._dynamo.reset``: its code caches and CUDA graph trees).
 
@@ -414,6 +425,6 @@ def describe(name: str) -> str:
 
 
 __all__ = ["LORA_TARGETS", "LORA_TARGETS_BY_TYPE", "lora_targets", "ModelLoadError", "TokenizerMismatchError", "check_tokenizer_fits", "check_model_folder", "load_tokenizer", "load_classifier", "build_teacher",
-           "build_student", "teacher_lora", "student_lora", "compile_model", "release_compiled", "eager_calls", "encoder_layers", "keep_every_other_layer", "lora_config",
+           "build_student", "teacher_lora", "student_lora", "compile_model", "gpu_compiles", "release_compiled", "eager_calls", "encoder_layers", "keep_every_other_layer", "lora_config",
            "trainable_state", "load_trainable_state", "freeze", "attention_mask_input", "forward_kwargs", "describe",
            "model_location", "split_half"]

@@ -35,7 +35,7 @@ from paperlib.loraild.curriculum import method_weights, selectable
 from paperlib.loraild.distill import DistillModel
 from paperlib.loraild.encoding import Collator, EncodedSplit, make_loader
 from paperlib.loraild.loop import adamw, fit, predict
-from paperlib.loraild.models import build_student, compile_model, eager_calls, release_compiled
+from paperlib.loraild.models import build_student, compile_model, eager_calls, gpu_compiles, release_compiled
 from paperlib.loraild.phases import PhaseTimer
 from paperlib.loraild.prepare import Prepared, loaders, prepare_data
 from paperlib.devices import check_device
@@ -155,7 +155,7 @@ def _run(cfg: RunConfig, acc: Accelerator) -> dict:
     with timer("setup"):
         sampler, train, valid, test, _ = loaders(acc, prep, cfg, cfg.seed)
         compile_mode = cfg.compile_mode(acc.device.type, acc.num_processes, acc.mixed_precision,
-                                        steps=len(train) * cfg.epochs)
+                                        steps=len(train) * cfg.epochs, compiler_ready=gpu_compiles(acc.device))
         model, aligner = build_run_model(cfg, n_t, h_t, compile_mode)
         n_s = model.n_student_layers
         optimizer = adamw([p for p in model.parameters() if p.requires_grad], cfg.lr, cfg.weight_decay)

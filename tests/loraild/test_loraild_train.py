@@ -389,6 +389,7 @@ def test_auto_compile_uses_cuda_graphs_only_where_they_were_measured_to_pay(tiny
     assert fixed.compile_mode("cuda", 1, "bf16", N - 1) is None  # compiling would not pay back
     assert fixed.compile_mode("cuda", 1, "bf16") is None  # length unknown
     assert fixed.replace(lora_kernel="triton").compile_mode(*pays) is None  # the op cannot be compiled
+    assert fixed.compile_mode(*pays, compiler_ready=False) is None  # no inductor code for this GPU: eager
     assert fixed.replace(compile="off").compile_mode(*pays) is None
     assert fixed.replace(compile=None).compile_mode(*pays) is None
     assert cfg.replace(compile="default").compile_mode("cpu", 1) == "default"  # asked for: always
@@ -403,8 +404,8 @@ def test_auto_compile_counts_the_runs_optimizer_steps(tiny, monkeypatch):
     seen, compiled = [], []
     real = config_mod.RunConfig.compile_mode
 
-    def spy(self, device_type, num_processes, mixed_precision="no", steps=None):
-        seen.append((device_type, num_processes, mixed_precision, steps))
+    def spy(self, device_type, num_processes, mixed_precision="no", steps=None, compiler_ready=True):
+        seen.append((device_type, num_processes, mixed_precision, steps, compiler_ready))
         return "default" if steps == 2 * 3 else real(self, device_type, num_processes, mixed_precision, steps)
 
     monkeypatch.setattr(config_mod.RunConfig, "compile_mode", spy)
@@ -412,8 +413,24 @@ def test_auto_compile_counts_the_runs_optimizer_steps(tiny, monkeypatch):
     cfg = tiny.config(method="vanilla_kd", epochs=2, batch_size=8, max_train=24, seed=11,
                       results_dir=str(tiny.root / "results_auto_steps"))
     result = train_mod.run(cfg)
-    assert seen == [("cpu", 1, "no", 6)]  # 24 examples in batches of 8, two epochs
+    assert seen == [("cpu", 1, "no", 6, False)]  # 24 examples in batches of 8, two epochs; no GPU to compile for
     assert compiled == ["default"] and result["compile"] == "default"
+
+
+def test_gpu_compiles_needs_a_cuda_device_that_inductor_supports(monkeypatch):
+    """``compile="auto"`` compiles only for a CUDA GPU of compute capability 7.0 or later with Triton."""
+    import torch.utils._triton as triton_utils
+
+    from paperlib.loraild.models import gpu_compiles
+    assert not gpu_compiles(torch.device("cpu"))
+    monkeypatch.setattr(triton_utils, "has_triton_package", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    assert gpu_compiles(torch.device("cuda", 0))
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (6, 1))  # Pascal: no Triton
+    assert not gpu_compiles(torch.device("cuda", 0))
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 0))
+    monkeypatch.setattr(triton_utils, "has_triton_package", lambda: False)
+    assert not gpu_compiles(torch.device("cuda", 0))
 
 
 def test_cache_size_follows_what_is_stored_not_the_batch_padding(tiny):
