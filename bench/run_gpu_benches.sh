@@ -293,8 +293,14 @@ fourteenth1)  # round 11, one H100 and nothing else running: compiled runs one a
   step "$OUT/card0.log" timeout 100 python bench/bench_loraild.py $B --repeats 3 --json "$OUT/steps_b128_eager.json"
   step "$OUT/card0.log" timeout 100 python bench/bench_loraild.py $B --compile reduce-overhead --json "$OUT/steps_b128_compiled.json"
   ;;
+fifteenth1)  # round 11: compiled runs whose epochs end with a shorter batch (run eager since 2026-11-26), one H100
+  step "$OUT/card0.log" timeout 200 python bench/checks/compiled_runs_in_one_process.py --out /tmp/lane-ragged --runs 2 \
+    --epochs 3 --extra-examples 37 --json "$OUT/lane_ragged.json"
+  step "$OUT/card0.log" timeout 100 python bench/checks/compiled_runs_in_one_process.py --out /tmp/lane-ragged --runs 1 \
+    --epochs 3 --extra-examples 37 --compile off --json "$OUT/lane_ragged_eager.json"
+  ;;
 *)
-  echo "usage: bash bench/run_gpu_benches.sh single|multi|sweep|final|third1|third2|fourth1|fourth2|fifth1|fifth2|sixth1|sixth2|seventh1|seventh2prep|seventh2|eighth1prep|eighth1|ninth1|tenth1prep|tenth1|tenth2|eleventh1prep|eleventh1|twelfth1prep|twelfth1|thirteenth1|fourteenth1" >&2
+  echo "usage: bash bench/run_gpu_benches.sh single|multi|sweep|final|third1|third2|fourth1|fourth2|fifth1|fifth2|sixth1|sixth2|seventh1|seventh2prep|seventh2|eighth1prep|eighth1|ninth1|tenth1prep|tenth1|tenth2|eleventh1prep|eleventh1|twelfth1prep|twelfth1|thirteenth1|fourteenth1|fifteenth1" >&2
   exit 2
   ;;
 esac

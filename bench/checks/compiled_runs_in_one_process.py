@@ -36,6 +36,8 @@ def main() -> int:
     ap.add_argument("--steps-per-epoch", type=int, default=50)
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--words", type=int, default=24)
+    ap.add_argument("--extra-examples", type=int, default=0,
+                    help="training examples beyond whole batches: each epoch ends with a shorter batch (run eager)")
     ap.add_argument("--compile", default="reduce-overhead", help="the runs' compile mode (off: eager)")
     ap.add_argument("--keep-compiled", action="store_true", help="skip the release after each run")
     ap.add_argument("--tiny", action="store_true", help="tiny models on the CPU (smoke test)")
@@ -54,7 +56,7 @@ def main() -> int:
         train_mod.release_compiled = lambda: None
     work = Path(args.out)
     seq = 32 if args.tiny else 128
-    n_train = args.batch * args.steps_per_epoch
+    n_train = args.batch * args.steps_per_epoch + args.extra_examples
     if (work / "models" / "student" / "config.json").exists():
         models = {name: str(work / "models" / name) for name in ("teacher", "student")}
     else:
@@ -70,11 +72,13 @@ def main() -> int:
                      device="cpu" if args.tiny else None)
     cuda = torch.cuda.is_available() and not args.tiny
     print(f"{args.runs} runs of {args.method} in one process: {args.epochs} x {args.steps_per_epoch} steps of "
-          f"{args.batch} x {seq}, compile {args.compile}, mixed precision {os.environ['ACCELERATE_MIXED_PRECISION']}, "
+          f"{args.batch} x {seq}{f' and one of {args.extra_examples}' if args.extra_examples else ''}, "
+          f"compile {args.compile}, mixed precision {os.environ['ACCELERATE_MIXED_PRECISION']}, "
           f"release after each run: {not args.keep_compiled}", flush=True)
     rows = []
     for seed in range(args.runs):
-        cfg = base.replace(seed=100 + seed + (1000 if args.keep_compiled else 0))  # a fresh result each call
+        # a fresh result each call (the compile mode is not part of a result's key)
+        cfg = base.replace(seed=100 + seed + (1000 if args.keep_compiled else 0) + (2000 if args.compile == "off" else 0))
         t0 = time.perf_counter()
         result = train_mod.run(cfg)
         row = {"seed": cfg.seed, "wall_s": time.perf_counter() - t0, "compile": result["compile"],

@@ -188,7 +188,11 @@ def _run(cfg: RunConfig, acc: Accelerator) -> dict:
 
     def step_fn(batch, epoch):
         groups = aligner.groups() if aligner is not None else None
-        loss, parts_, _ = wrapped(batch, teacher_batch(batch), state["weights"], groups, state["rail"])
+        # a compiled student runs an epoch's shorter last batch eager: a second shape would trace (and
+        # record CUDA graphs) again, about as long as the first compile, for one step per epoch
+        rows = batch["input_ids"].shape[0]
+        with eager_calls(compile_mode is not None and rows < state.setdefault("rows", rows)):
+            loss, parts_, _ = wrapped(batch, teacher_batch(batch), state["weights"], groups, state["rail"])
         return loss, parts_
 
     def logits_fn(batch):

@@ -1,8 +1,10 @@
 """A compiled student is evaluated (and its cluster features read) with its eager code: evaluation
-mode, no gradients and a shorter last batch would each trace the model again."""
+mode, no gradients and a shorter last batch would each trace the model again.  So is an epoch's
+shorter last training batch."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch._dynamo.testing import CompileCounter
 
@@ -57,3 +59,35 @@ def test_a_compiled_run_traces_only_its_training_steps(tiny, monkeypatch):
     names = {n for n, _, _ in during}
     assert {"evaluation", "clusters"} <= names
     assert all(before == after for _, before, after in during), during  # ... evaluation never was
+
+
+def test_a_shorter_last_training_batch_runs_eager(tiny, monkeypatch):
+    """20 examples in batches of 8: two full batches and one of 4 per epoch.  The compiled student is
+    traced once, for the full batches (the 4-row batch would trace it again), and the run's losses
+    equal those of an eager run of the same seed."""
+    cnt = CompileCounter()
+    monkeypatch.setattr(train, "compile_model", lambda model, mode: model.compile(backend=cnt, dynamic=False) or model)
+    shapes: list[tuple[int, bool]] = []
+    base = tiny.config(method="vanilla_kd", epochs=2, seed=5, batch_size=8, max_train=20, lora_dropout=0.0,
+                       pad_to_max_length=True)
+    eager = train.run(base.replace(compile="off", results_dir=str(tiny.root / "results_ragged_eager")))
+    real_fit = loop.fit
+
+    def fit(*a, **k):
+        step_fn = k["step_fn"]
+
+        def counted(batch, epoch):
+            before = cnt.frame_count
+            out = step_fn(batch, epoch)
+            shapes.append((batch["input_ids"].shape[0], cnt.frame_count > before))
+            return out
+        k["step_fn"] = counted
+        return real_fit(*a, **k)
+
+    monkeypatch.setattr(train, "fit", fit)
+    compiled = train.run(base.replace(compile="default", results_dir=str(tiny.root / "results_ragged_compiled")))
+    assert compiled["compile"] == "default"
+    assert [n for n, _ in shapes] == [8, 8, 4] * 2
+    assert cnt.frame_count == 1 and [traced for _, traced in shapes] == [True] + [False] * 5
+    for e, c in zip(eager["history"], compiled["history"]):  # no dropout: the same computation
+        assert c["train"]["loss"] == pytest.approx(e["train"]["loss"], rel=1e-4)
