@@ -229,6 +229,10 @@ def main() -> None:
     ap.add_argument("--run-batch", type=int, default=128)
     ap.add_argument("--run-test", type=int, default=3200, help="test (and cluster) examples: the paper's cap")
     ap.add_argument("--run-precision", default="no", choices=["no", "bf16"])
+    ap.add_argument("--run-min-words", type=int, default=None,
+                    help="sentences of --run-min-words to --run-words words, skewed short (default: all --run-words)")
+    ap.add_argument("--run-pad", default="max", choices=["max", "longest"],
+                    help="training batches padded to max_length (the authors') or to their longest sentence")
     ap.add_argument("--run-words", type=int, default=None,
                     help="words per synthetic sentence (default: fill --seq; SST-2's sentences average about 20)")
     ap.add_argument("--run-compile", nargs="+", default=["off"],

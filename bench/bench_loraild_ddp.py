@@ -64,13 +64,16 @@ def write_models(root: Path, tiny: bool) -> dict[str, str]:
     return out
 
 
-def write_sst2(root: Path, n_train: int, n_dev: int, words: int) -> Path:
-    """GLUE-layout SST-2 with sentences of ``words`` words; the label decides a few of them."""
+def write_sst2(root: Path, n_train: int, n_dev: int, words: int, min_words: int | None = None) -> Path:
+    """GLUE-layout SST-2 with sentences of ``words`` words; the label decides a few of them.  With
+    ``min_words``: lengths from ``min_words`` up, skewed short like SST-2's (``min_words`` plus an
+    exponential draw of mean 12 words, at most ``words``)."""
     rng = random.Random(0)
 
     def sentence(label: int) -> str:
         pool = WORDS[12:18] if label else WORDS[18:]
-        return " ".join(rng.choice(WORDS[:12]) if rng.random() < 0.8 else rng.choice(pool) for _ in range(words))
+        n = words if min_words is None else min(words, min_words + int(rng.expovariate(1 / 12)))
+        return " ".join(rng.choice(WORDS[:12]) if rng.random() < 0.8 else rng.choice(pool) for _ in range(n))
 
     (root / "SST-2").mkdir(parents=True, exist_ok=True)
     for name, n in (("train.tsv", n_train), ("dev.tsv", n_dev)):

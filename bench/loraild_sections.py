@@ -124,10 +124,12 @@ def run_phases(args) -> dict:
     seq = 32 if args.tiny else args.seq
     n_train = args.run_batch * args.run_steps
     words = min(args.run_words or seq - 2, seq - 2)  # padded to seq tokens either way; the cache keeps real tokens
-    glue = write_sst2(work / "glue", n_train=int(n_train / 0.9) + 20, n_dev=args.run_test, words=words)
+    glue = write_sst2(work / "glue", n_train=int(n_train / 0.9) + 20, n_dev=args.run_test, words=words,
+                      min_words=args.run_min_words)
     common = ["--glue-dir", str(glue), "--teacher", models["teacher"], "--student", models["student"],
               "--epochs", str(args.run_epochs), "--teacher-epochs", "1",
-              "--rank", "4" if args.tiny else str(args.rank), "--max-length", str(seq), "--pad-to-max-length",
+              "--rank", "4" if args.tiny else str(args.rank), "--max-length", str(seq),
+              *(["--pad-to-max-length"] if args.run_pad == "max" else []),
               "--ild-start", "0", "--no-group-by-length", "--no-progress", "--batch-size", str(args.run_batch),
               "--max-train", str(n_train), "--max-test", str(args.run_test), "--cluster-max-examples",
               str(args.run_test), "--teacher-cache-max-gb", "16", "--results-dir", str(work / "results")]
@@ -164,8 +166,8 @@ def _one_run(args, work: Path, common: list[str], env: dict, root: str, n_train:
     total = result["elapsed_s"]
     steps = args.run_steps * args.run_epochs
     print(f"\none run: {args.run_method}, {args.run_epochs} epochs x {args.run_steps} steps of {args.run_batch} x {seq} "
-          f"tokens (sentences of {args.run_words or seq - 2} words), test/cluster examples {args.run_test}, "
-          f"precision {args.run_precision}, "
+          f"tokens (sentences of {f'{args.run_min_words}-' if args.run_min_words else ''}{args.run_words or seq - 2} words), test/cluster examples {args.run_test}, "
+          f"precision {args.run_precision}, padded to {'max_length' if args.run_pad == 'max' else 'the longest sentence'}, "
           f"{' '.join(common[-2:])} (the run compiled: {result.get('compile')})")
     print(f"process wall {wall:.1f} s (imports, model loading included); run elapsed_s {total:.1f} s; "
           f"epoch train losses {[round(h['train']['loss'], 5) for h in result['history']]}")

@@ -170,6 +170,9 @@ COMPILE_MODES = (None, "auto", "off", "default", "reduce-overhead", "max-autotun
 #: the fewest optimizer steps for which ``compile="auto"`` compiles (:meth:`RunConfig.compile_mode`):
 #: about 1.4x the 1,300-1,500 bf16 steps after which compiling (~24 s) has paid for itself (H100, H200)
 COMPILE_AUTO_MIN_STEPS = 2000
+#: a compiled student's training batches, where they are padded to their longest item, are padded to a
+#: multiple of this (:class:`~paperlib.loraild.encoding.Collator`): at most ``max_length / 16`` shapes
+COMPILE_PAD_MULTIPLE = 16
 #: what the cluster analysis clusters as the LoRA-A features (Table 2, :mod:`paperlib.loraild.clusters`):
 #: ``"l2"`` per-token L2-normalised (over the token's whole layers x modules x r vector, as eq. 3
 #: and the authors' analyser), LoRA dropout off; ``"l2_dropout"`` the same with the student's LoRA
@@ -273,8 +276,9 @@ class RunConfig:
         tokens; H200 alike) where all of these hold:
 
         - one process on a GPU (data-parallel runs stay eager);
-        - every batch padded to ``max_length`` (one shape, so one graph; a shape per batch would
-          compile and record again for each);
+        - every batch padded to ``max_length`` (one shape, so one graph).  Batches padded to their
+          longest item are padded to multiples of :data:`COMPILE_PAD_MULTIPLE` when compiled (a few
+          shapes), but compiling them has not been timed on a GPU yet, so ``auto`` leaves them eager;
         - bf16 mixed precision: the eager step is bound by the host, and a compiled one took
           25.1 ms against 41.5 ms.  In fp32 (the authors' precision) it took 3.5% less (round 5);
         - at least :data:`COMPILE_AUTO_MIN_STEPS` steps: compiling costs about 24 s (tracing and
@@ -457,6 +461,6 @@ def short_hash(obj: Any, n: int = 10) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:n]
 
 
-__all__ = ["TaskSpec", "MethodSpec", "RunConfig", "COMPILE_MODES", "COMPILE_AUTO_MIN_STEPS", "CLUSTER_FEATURES", "LORA_KERNELS", "TASKS", "METHODS", "METHOD_NAMES", "ALL_TASKS",
+__all__ = ["TaskSpec", "MethodSpec", "RunConfig", "COMPILE_MODES", "COMPILE_AUTO_MIN_STEPS", "COMPILE_PAD_MULTIPLE", "CLUSTER_FEATURES", "LORA_KERNELS", "TASKS", "METHODS", "METHOD_NAMES", "ALL_TASKS",
            "EMBEDDED_TASKS", "PAPER_LR", "PAPER_PROFILE", "EMBEDDED_PROFILE", "UnknownTaskError",
            "check_task", "check_method", "profile_for", "short_hash", "default_results_dir"]

@@ -53,13 +53,23 @@ def encode(df: pd.DataFrame, tokenizer: PreTrainedTokenizerBase, max_length: int
 
 class Collator:
     """Pads a list of items into a batch of tensors (``idx``, ``input_ids``, ``attention_mask``, ...)
-    and the host-side flag ``padded`` (some token of the batch is padding)."""
+    and the host-side flag ``padded`` (some token of the batch is padding).
 
-    def __init__(self, pad_id: int, max_length: int, pad_to_max: bool = False):
-        self.pad_id, self.max_length, self.pad_to_max = pad_id, max_length, pad_to_max
+    ``multiple`` > 1 (for a compiled student, :func:`~paperlib.loraild.train.run`): a batch padded to
+    its longest item is padded further, to the next multiple of ``multiple`` (at most ``max_length``),
+    and always counts as ``padded``.  So the batches take at most ``max_length / multiple`` shapes and
+    always carry their mask: one traced graph serves every length, and one CUDA graph is recorded per
+    shape, where each length, and a batch with and one without a mask, would each be another.
+    Padding is masked everywhere, so the results are those of the longest-item padding up to rounding.
+    """
+
+    def __init__(self, pad_id: int, max_length: int, pad_to_max: bool = False, multiple: int = 1):
+        self.pad_id, self.max_length, self.pad_to_max, self.multiple = pad_id, max_length, pad_to_max, multiple
 
     def __call__(self, items: list[dict]) -> dict[str, torch.Tensor]:
         length = self.max_length if self.pad_to_max else max(len(it["input_ids"]) for it in items)
+        if self.multiple > 1 and not self.pad_to_max:
+            length = min(self.max_length, -(-length // self.multiple) * self.multiple)
         n = len(items)
         ids = torch.full((n, length), self.pad_id, dtype=torch.long)
         mask = torch.zeros((n, length), dtype=torch.long)
@@ -77,7 +87,7 @@ class Collator:
             "input_ids": ids,
             "attention_mask": mask,
             "labels": torch.from_numpy(labels),
-            "padded": any(len(it["input_ids"]) < length for it in items),
+            "padded": self.multiple > 1 or any(len(it["input_ids"]) < length for it in items),
         }
         if tt is not None:
             batch["token_type_ids"] = tt

@@ -30,7 +30,7 @@ from accelerate.utils import gather_object, set_seed
 from paperlib.loraild import teacher_cache as tc
 from paperlib.loraild.alignment import LayerAligner, rail_layers
 from paperlib.loraild.clusters import cluster_scores
-from paperlib.loraild.config import RunConfig
+from paperlib.loraild.config import COMPILE_PAD_MULTIPLE, RunConfig
 from paperlib.loraild.curriculum import method_weights, selectable
 from paperlib.loraild.distill import DistillModel
 from paperlib.loraild.encoding import Collator, EncodedSplit, make_loader
@@ -153,9 +153,11 @@ def _run(cfg: RunConfig, acc: Accelerator) -> dict:
     with timer("teacher_outputs"):
         cache, live_teacher, t_recorder = teacher_outputs(cfg, acc, parts, n_t, h_t)
     with timer("setup"):
-        sampler, train, valid, test, _ = loaders(acc, prep, cfg, cfg.seed)
+        sampler, train, valid, test, train_collate = loaders(acc, prep, cfg, cfg.seed)
         compile_mode = cfg.compile_mode(acc.device.type, acc.num_processes, acc.mixed_precision,
                                         steps=len(train) * cfg.epochs, compiler_ready=gpu_compiles(acc.device))
+        if compile_mode is not None:  # batches padded to their longest item: a few shapes, not one per length
+            train_collate.multiple = COMPILE_PAD_MULTIPLE
         model, aligner = build_run_model(cfg, n_t, h_t, compile_mode)
         n_s = model.n_student_layers
         optimizer = adamw([p for p in model.parameters() if p.requires_grad], cfg.lr, cfg.weight_decay)

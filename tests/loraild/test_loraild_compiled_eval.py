@@ -91,3 +91,44 @@ def test_a_shorter_last_training_batch_runs_eager(tiny, monkeypatch):
     assert cnt.frame_count == 1 and [traced for _, traced in shapes] == [True] + [False] * 5
     for e, c in zip(eager["history"], compiled["history"]):  # no dropout: the same computation
         assert c["train"]["loss"] == pytest.approx(e["train"]["loss"], rel=1e-4)
+
+
+def test_a_compiled_student_gets_batches_padded_to_multiples_of_16(tiny, tmp_path, monkeypatch):
+    """Padding to the longest item: a compiled run pads each batch to the next multiple of 16 (at most
+    max_length) and always passes the mask, an eager run pads to the longest item; with every dropout
+    off the two train alike (padding is masked)."""
+    import importlib.util
+    from pathlib import Path
+
+    from paperlib.loraild.config import COMPILE_PAD_MULTIPLE
+    # this folder's conftest by its path (tests/rewire has one too)
+    spec = importlib.util.spec_from_file_location("loraild_conftest", Path(__file__).parent / "conftest.py")
+    helpers = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(helpers)
+    models = helpers.write_models(tmp_path / "models", dropout=False)  # dropout draws depend on tensor sizes
+    monkeypatch.setattr(train, "compile_model", lambda model, mode: model)  # the data path, not the compiler
+    lengths: dict[str, list[int]] = {"off": [], "default": []}
+    real_fit = loop.fit
+
+    def run(mode):
+        def fit(*a, **k):
+            step_fn = k["step_fn"]
+
+            def seen(batch, epoch):
+                lengths[mode].append(batch["input_ids"].shape[1])
+                assert mode == "off" or batch["padded"] is True
+                return step_fn(batch, epoch)
+            k["step_fn"] = seen
+            return real_fit(*a, **k)
+
+        monkeypatch.setattr(train, "fit", fit)
+        cfg = tiny.config(method="loraild_fixed", epochs=1, seed=6, max_length=40, lora_dropout=0.0, compile=mode,
+                          group_by_length=False, teacher=models["teacher"], student=models["student"],
+                          results_dir=str(tmp_path / f"results_{mode}"))
+        return train.run(cfg)
+
+    eager, compiled = run("off"), run("default")
+    assert any(n % COMPILE_PAD_MULTIPLE for n in lengths["off"])  # the data has lengths between multiples
+    assert all(n % COMPILE_PAD_MULTIPLE == 0 or n == 40 for n in lengths["default"])
+    assert [min(40, -(-n // 16) * 16) for n in lengths["off"]] == lengths["default"]
+    assert compiled["history"][0]["train"]["loss"] == pytest.approx(eager["history"][0]["train"]["loss"], rel=1e-4)

@@ -31,6 +31,22 @@ def test_collator_says_on_the_host_whether_a_batch_has_padding():
     assert moved["padded"] is False and torch.equal(moved["input_ids"], b["input_ids"])
 
 
+def test_collator_pads_to_a_multiple_for_a_compiled_student():
+    """``multiple``: the longest item's length rounded up to a multiple (at most max_length), the mask
+    always carried; padding to max_length is unchanged by it."""
+    def items(*lengths):
+        return [{"idx": i, "input_ids": [5] * n, "label": 0} for i, n in enumerate(lengths)]
+
+    c = Collator(9, 40, multiple=16)
+    assert [c(items(k, 1))["input_ids"].shape[1] for k in (1, 15, 16, 17, 32, 33, 40)] == [16, 16, 16, 32, 32, 40, 40]
+    b = c(items(16, 16))  # fills its 16 tokens: still says padded, so a compiled student sees one input layout
+    assert b["padded"] is True and bool(b["attention_mask"].all())
+    b = c(items(17, 3))
+    assert b["attention_mask"].sum(1).tolist() == [17, 3] and b["input_ids"][0, 17:].eq(9).all()
+    assert Collator(9, 40, pad_to_max=True, multiple=16)(items(3))["input_ids"].shape == (1, 40)
+    assert Collator(9, 40)(items(17, 3))["input_ids"].shape == (2, 17)  # multiple=1: the longest item
+
+
 def test_epoch_permutation_depends_on_seed_and_epoch_only():
     s = EpochPermutation(50, seed=1)
     s.set_epoch(3)
