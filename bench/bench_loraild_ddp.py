@@ -64,6 +64,14 @@ def write_models(root: Path, tiny: bool) -> dict[str, str]:
     return out
 
 
+def models_in(root: Path, tiny: bool) -> dict[str, str]:
+    """The teacher and student folders under ``root``: those an earlier call wrote (``--prepare-only``,
+    a second call with the same ``--out``), else new ones (:func:`write_models`)."""
+    if (root / "student" / "config.json").exists():
+        return {name: str(root / name) for name in ("teacher", "student")}
+    return write_models(root, tiny)
+
+
 def write_sst2(root: Path, n_train: int, n_dev: int, words: int, min_words: int | None = None) -> Path:
     """GLUE-layout SST-2 with sentences of ``words`` words; the label decides a few of them.  With
     ``min_words``: lengths from ``min_words`` up, skewed short like SST-2's (``min_words`` plus an
@@ -205,10 +213,7 @@ def main() -> int:
         raise SystemExit("--prepare-only needs --out (the folder the timed call will read)")
     work = Path(args.out or tempfile.mkdtemp(prefix="ddp-bench-"))
     work.mkdir(parents=True, exist_ok=True)
-    if (work / "models" / "student" / "config.json").exists():  # written by an earlier call (--prepare-only)
-        models = {name: str(work / "models" / name) for name in ("teacher", "student")}
-    else:
-        models = write_models(work / "models", args.tiny)
+    models = models_in(work / "models", args.tiny)
     n_train = args.global_batch * args.steps_per_epoch  # a multiple of the global batch: no padded last step
     words = min(args.words or args.max_length - 2, args.max_length - 2)  # padded to max_length either way
     glue = work / "glue"

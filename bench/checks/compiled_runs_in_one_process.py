@@ -47,7 +47,7 @@ def main() -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
     import torch
-    from bench_loraild_ddp import write_models, write_sst2
+    from bench_loraild_ddp import models_in, write_sst2
 
     from paperlib.loraild import train as train_mod
     from paperlib.loraild.config import RunConfig
@@ -57,10 +57,7 @@ def main() -> int:
     work = Path(args.out)
     seq = 32 if args.tiny else 128
     n_train = args.batch * args.steps_per_epoch + args.extra_examples
-    if (work / "models" / "student" / "config.json").exists():
-        models = {name: str(work / "models" / name) for name in ("teacher", "student")}
-    else:
-        models = write_models(work / "models", tiny=args.tiny)
+    models = models_in(work / "models", tiny=args.tiny)
     glue = work / "glue"
     if not (glue / "SST-2").exists():
         write_sst2(glue, n_train=int(n_train / 0.9) + 20, n_dev=256, words=min(args.words, seq - 2))

@@ -112,6 +112,13 @@ def write_models(root: Path, dropout: bool = True) -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
+def writers() -> SimpleNamespace:
+    """This folder's writers, for tests that need models or GLUE folders of their own
+    (``write_models(root, dropout=False)``: every dropout off)."""
+    return SimpleNamespace(write_glue=write_glue, write_models=write_models)
+
+
+@pytest.fixture(scope="session")
 def tiny(tmp_path_factory):
     """Paths of the tiny models and GLUE folder, and a ``config(**changes)`` helper."""
     root = tmp_path_factory.mktemp("loraild_tiny")

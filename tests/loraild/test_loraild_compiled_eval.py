@@ -36,6 +36,18 @@ def test_eager_calls_runs_compiled_modules_eagerly_and_restores_compiling():
     assert cnt.frame_count == 2  # compiling again outside (and after) the block
 
 
+def _around_steps(monkeypatch, around) -> None:
+    """Each training step of the next runs goes through ``around(batch, step)``, ``step()`` being the run's own."""
+    real_fit = loop.fit
+
+    def fit(*a, **k):
+        step_fn = k["step_fn"]
+        k["step_fn"] = lambda batch, epoch: around(batch, lambda: step_fn(batch, epoch))
+        return real_fit(*a, **k)
+
+    monkeypatch.setattr(train, "fit", fit)
+
+
 def test_a_compiled_run_traces_only_its_training_steps(tiny, monkeypatch):
     cnt = CompileCounter()
     monkeypatch.setattr(train, "compile_model", lambda model, mode: model.compile(backend=cnt, dynamic=False) or model)
@@ -71,20 +83,14 @@ def test_a_shorter_last_training_batch_runs_eager(tiny, monkeypatch):
     base = tiny.config(method="vanilla_kd", epochs=2, seed=5, batch_size=8, max_train=20, lora_dropout=0.0,
                        pad_to_max_length=True)
     eager = train.run(base.replace(compile="off", results_dir=str(tiny.root / "results_ragged_eager")))
-    real_fit = loop.fit
 
-    def fit(*a, **k):
-        step_fn = k["step_fn"]
+    def counted(batch, step):
+        before = cnt.frame_count
+        out = step()
+        shapes.append((batch["input_ids"].shape[0], cnt.frame_count > before))
+        return out
 
-        def counted(batch, epoch):
-            before = cnt.frame_count
-            out = step_fn(batch, epoch)
-            shapes.append((batch["input_ids"].shape[0], cnt.frame_count > before))
-            return out
-        k["step_fn"] = counted
-        return real_fit(*a, **k)
-
-    monkeypatch.setattr(train, "fit", fit)
+    _around_steps(monkeypatch, counted)
     compiled = train.run(base.replace(compile="default", results_dir=str(tiny.root / "results_ragged_compiled")))
     assert compiled["compile"] == "default"
     assert [n for n, _ in shapes] == [8, 8, 4] * 2
@@ -93,35 +99,22 @@ def test_a_shorter_last_training_batch_runs_eager(tiny, monkeypatch):
         assert c["train"]["loss"] == pytest.approx(e["train"]["loss"], rel=1e-4)
 
 
-def test_a_compiled_student_gets_batches_padded_to_multiples_of_16(tiny, tmp_path, monkeypatch):
+def test_a_compiled_student_gets_batches_padded_to_multiples_of_16(tiny, tmp_path, monkeypatch, writers):
     """Padding to the longest item: a compiled run pads each batch to the next multiple of 16 (at most
     max_length) and always passes the mask, an eager run pads to the longest item; with every dropout
     off the two train alike (padding is masked)."""
-    import importlib.util
-    from pathlib import Path
-
     from paperlib.loraild.config import COMPILE_PAD_MULTIPLE
-    # this folder's conftest by its path (tests/rewire has one too)
-    spec = importlib.util.spec_from_file_location("loraild_conftest", Path(__file__).parent / "conftest.py")
-    helpers = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(helpers)
-    models = helpers.write_models(tmp_path / "models", dropout=False)  # dropout draws depend on tensor sizes
+    models = writers.write_models(tmp_path / "models", dropout=False)  # dropout draws depend on tensor sizes
     monkeypatch.setattr(train, "compile_model", lambda model, mode: model)  # the data path, not the compiler
     lengths: dict[str, list[int]] = {"off": [], "default": []}
-    real_fit = loop.fit
 
     def run(mode):
-        def fit(*a, **k):
-            step_fn = k["step_fn"]
+        def seen(batch, step):
+            lengths[mode].append(batch["input_ids"].shape[1])
+            assert mode == "off" or batch["padded"] is True
+            return step()
 
-            def seen(batch, epoch):
-                lengths[mode].append(batch["input_ids"].shape[1])
-                assert mode == "off" or batch["padded"] is True
-                return step_fn(batch, epoch)
-            k["step_fn"] = seen
-            return real_fit(*a, **k)
-
-        monkeypatch.setattr(train, "fit", fit)
+        _around_steps(monkeypatch, seen)
         cfg = tiny.config(method="loraild_fixed", epochs=1, seed=6, max_length=40, lora_dropout=0.0, compile=mode,
                           group_by_length=False, teacher=models["teacher"], student=models["student"],
                           results_dir=str(tmp_path / f"results_{mode}"))

@@ -48,15 +48,8 @@ def _run(tmp: Path, models: dict, glue: Path, results: str, nproc: int, batch: i
 
 
 @pytest.mark.slow
-def test_two_processes_match_one_at_the_same_global_batch(tmp_path: Path):
-    # this folder's conftest by its path: a bare "import conftest" can return another folder's
-    # (tests/rewire has one too), depending on which was imported first
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("loraild_conftest", Path(__file__).parent / "conftest.py")
-    helpers = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(helpers)
-    write_glue, write_models = helpers.write_glue, helpers.write_models
+def test_two_processes_match_one_at_the_same_global_batch(tmp_path: Path, writers):
+    write_glue, write_models = writers.write_glue, writers.write_models
 
     models = write_models(tmp_path / "models", dropout=False)
     glue = write_glue(tmp_path / "glue", n_train=80, n_dev=32)
