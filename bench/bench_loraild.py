@@ -45,7 +45,8 @@ from paperlib.loraild.curriculum import method_weights
 from paperlib.loraild.distill import DistillModel
 from paperlib.loraild.encoding import Collator, EncodedSplit, EpochPermutation, batch_to, make_loader
 from paperlib.loraild.features import LoraFeatureRecorder
-from paperlib.loraild.models import freeze, student_lora, teacher_lora
+from paperlib.loraild.models import encoder_layers, freeze, student_lora, teacher_lora
+from paperlib.loraild.qkv_product import PlainQkv
 from paperlib.loraild.train import adamw
 from loraild_sections import compare_compile, compare_kmeans, run_phases
 from timing import matmul_rate, profile_ms_per_step, sync
@@ -81,10 +82,15 @@ def make_split(n: int, seq: int, vocab: int, seed: int = 0) -> EncodedSplit:
     return EncodedSplit(ids.tolist(), None, labels)
 
 
-#: --lora-paths: the LoRAILD student's LoRA -> (FusedLoraRecorder's kernel, one_node), None for "hooks"
-LORA_PATHS: dict[str, tuple[str, bool] | tuple[None, None]] = {
-    "fused": ("auto", True), "fused-torch": ("torch", True), "fused-triton": ("triton", True),
-    "fused-composite": ("triton", False), "hooks": (None, None)}
+#: --lora-paths: the LoRAILD student's LoRA -> (FusedLoraRecorder's kernel, one_node, product), None for "hooks".
+#: "fused" is paperlib's default (one q/k/v product per layer, torch features); "composite" round 11's default
+#: (the composite fused path, torch features); "branch" the Triton features in the one-node branch (round 9)
+LORA_PATHS: dict[str, tuple[str, bool, bool] | tuple[None, None, None]] = {
+    "fused": ("auto", True, True), "fused-torch": ("torch", True, True), "fused-triton": ("triton", True, True),
+    "composite": ("auto", True, False), "branch": ("triton", True, False),
+    "fused-composite": ("triton", False, False), "hooks": (None, None, None)}
+#: --vanilla-qkv: the students without LoRA: HF's three nn.Linear, or one product per layer (PlainQkv)
+PLAIN_QKV = ("linear", "product")
 
 
 def build_teacher(cfg: RobertaConfig, rank: int, device) -> torch.nn.Module:
@@ -102,14 +108,21 @@ def bench_method(name: str, mode: str, bf16: bool, teacher, t_recorder, t_cfg, s
     """Time ``args.steps`` training steps (after ``args.warmup``) of one method (``path``: one of
     :data:`LORA_PATHS`, the student's LoRA for the LoRAILD methods)."""
     method = METHODS[name]
-    fused = path != "hooks"
-    kernel, one_node = LORA_PATHS[path]
+    plain = None
+    if not method.student_lora:  # path: one of PLAIN_QKV
+        kernel, one_node, product, fused = "auto", True, True, True
+    else:
+        fused = path != "hooks"
+        kernel, one_node, product = LORA_PATHS[path]
     torch.manual_seed(0)
     student = build_student(s_cfg, args.rank if method.student_lora else None, device)
     model = DistillModel(student, method, TASK, t_cfg.num_hidden_layers, t_cfg.hidden_size,
                          fused_lora=fused, lora_kernel=kernel or "auto").to(device)
     if fused and model.recorder is not None:
         model.recorder.one_node = one_node
+        model.recorder.product = product
+    if not method.student_lora and path == "product":
+        plain = PlainQkv(encoder_layers(student))
     model.train()
     if args.compile:
         student.compile(mode=None if args.compile == "default" else args.compile)
@@ -159,6 +172,8 @@ def bench_method(name: str, mode: str, bf16: bool, teacher, t_recorder, t_cfg, s
     finally:
         if model.recorder is not None:
             model.recorder.remove()
+        if plain is not None:
+            plain.remove()
     tokens = args.batch * args.seq
     flops = 3 * forward_flops(s_cfg, args.seq, args.rank if method.student_lora else None) * tokens
     if method.kd and mode == "live":
@@ -168,7 +183,7 @@ def bench_method(name: str, mode: str, bf16: bool, teacher, t_recorder, t_cfg, s
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return {"method": name, "mode": mode, "dtype": "bf16" if bf16 else "fp32",
-            "lora_path": path if method.student_lora else "-", "step_s": dt,
+            "lora_path": path if method.student_lora else ("-" if path != "product" else "qkv-product"), "step_s": dt,
             "samples_per_s": args.batch / dt, "model_flops_per_step": flops, "flop_rate": flops / dt,
             "peak_gib": peak, "loss": float(loss.detach())}
 
@@ -218,9 +233,13 @@ def main() -> None:
                     help="steps: the step table; compile: eager vs compiled losses; run: per-phase times of one "
                          "CLI run; kmeans: device k-means vs scikit-learn (loraild_sections.py)")
     ap.add_argument("--lora-paths", nargs="+", default=["fused"], choices=list(LORA_PATHS),
-                    help="student LoRA of the LoRAILD rows: fused q/k/v (paperlib's default; its dropped-out "
-                         "features as 'auto' computes them, or forced: fused-torch, fused-triton; fused-composite: the "
-                         "Triton features without the one-node branch) and/or peft + hooks")
+                    help="student LoRA of the LoRAILD rows: fused (paperlib's default: one q/k/v product per layer, "
+                         "torch features; fused-torch / fused-triton force the features), composite (round 11's "
+                         "default: the composite fused path), branch (Triton features, one-node branch), "
+                         "fused-composite (Triton features, no branch) and/or peft + hooks")
+    ap.add_argument("--vanilla-qkv", nargs="+", default=["linear"], choices=PLAIN_QKV,
+                    help="q/k/v of the students without LoRA (w/o KD, Vanilla KD): HF's three nn.Linear and/or one "
+                         "product per layer (paperlib.loraild.qkv_product.PlainQkv)")
     ap.add_argument("--compare-steps", type=int, default=300)
     ap.add_argument("--compare-window", type=int, default=50)
     ap.add_argument("--run-method", default="loraild_fixed")
@@ -305,12 +324,12 @@ def main() -> None:
             bf16 = dtype == "bf16"
             for name in args.methods:
                 for mode in [m for m in args.modes if METHODS[name].kd or m == "live"]:
-                    for path in (args.lora_paths if METHODS[name].student_lora else ["fused"]):
+                    for path in (args.lora_paths if METHODS[name].student_lora else args.vanilla_qkv):
                         r = bench_method(name, mode, bf16, teacher, t_recorder, t_cfg, s_cfg, split, caches[bf16],
-                                         args, device, path if METHODS[name].student_lora else "fused")
+                                         args, device, path)
                         r["mfu"] = r["flop_rate"] / rate
                         timings.setdefault((dtype, name, mode, path), []).append(r)
-                        print(f"{dtype:5s} {name:22s} {mode:6s} {r['lora_path']:5s} {r['samples_per_s']:8.1f} samples/s  "
+                        print(f"{dtype:5s} {name:22s} {mode:6s} {r['lora_path']:11s} {r['samples_per_s']:8.1f} samples/s  "
                               f"{1e3 * r['step_s']:7.1f} ms/step  {100 * r['mfu']:5.1f}% of bf16 matmul  "
                               f"peak {r['peak_gib']:.1f} GiB  (repeat {rep + 1}/{args.repeats})", flush=True)
     rows = []
@@ -319,23 +338,25 @@ def main() -> None:
         r["step_s_repeats"] = [x["step_s"] for x in reps]
         rows.append(r)
 
-    def get(name, mode, dtype, path="fused"):
+    def get(name, mode, dtype, path="fused", plain="-"):
         return next((r for r in rows if r["method"] == name and r["mode"] == mode and r["dtype"] == dtype
-                     and r["lora_path"] in (path, "-")), None)
+                     and r["lora_path"] in (path, plain)), None)
 
     ratios = []
     print("\nratios (measured in this run)")
     for dtype in args.dtypes:
         for mode in args.modes:
-            base = get("vanilla_kd", mode, dtype)
-            for name in args.methods:
-                for path in args.lora_paths:
-                    r = get(name, mode, dtype, path)
-                    if base and r and name.startswith("loraild"):
-                        x = r["step_s"] / base["step_s"]
-                        ratios.append({"what": f"{name} / vanilla_kd step time", "mode": mode, "dtype": dtype,
-                                       "lora_path": path, "ratio": x})
-                        print(f"  {dtype} {mode:6s} {name} ({path} LoRA) / Vanilla KD step time: {x:.3f}  (target <= 1.10)")
+            for plain in args.vanilla_qkv:
+                base = get("vanilla_kd", mode, dtype, plain="-" if plain == "linear" else "qkv-product")
+                for name in args.methods:
+                    for path in args.lora_paths:
+                        r = get(name, mode, dtype, path)
+                        if base and r and name.startswith("loraild"):
+                            x = r["step_s"] / base["step_s"]
+                            ratios.append({"what": f"{name} / vanilla_kd step time", "mode": mode, "dtype": dtype,
+                                           "lora_path": path, "vanilla_qkv": plain, "ratio": x})
+                            print(f"  {dtype} {mode:6s} {name} ({path} LoRA) / Vanilla KD ({plain} q/k/v) step time: "
+                                  f"{x:.3f}  (target <= 1.10)")
         for name in args.methods:
             live, cached = get(name, "live", dtype), get(name, "cached", dtype)
             if live and cached:

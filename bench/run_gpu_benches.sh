@@ -305,8 +305,25 @@ sixteenth1)  # round 11: compiling where batches are padded to their longest sen
     --run-steps 100 --run-words 60 --run-min-words 5 --run-pad longest --run-compile off reduce-overhead \
     --json "$OUT/run_bf16_longest_2000.json"
   ;;
+seventeenth1)  # round 12: one q/k/v product per layer (qkv_product), the step at 128 x 128 bf16 against round 11's
+  # composite path and the Triton features, Vanilla KD with HF's linears and with one product; GPU tests; profiles
+  step "$OUT/card0.log" python -m pytest -q -p no:cacheprovider tests/loraild/test_loraild_qkv_product.py \
+    tests/loraild/test_loraild_fused_lora.py tests/loraild/test_loraild_lora_branch.py tests/loraild/test_loraild_lora_a_kernel.py
+  step "$OUT/card0.log" python bench/bench_loraild.py --dtypes bf16 --batch 128 --modes cached --steps 40 --warmup 8 \
+    --repeats 3 --methods vanilla_kd loraild_fixed --lora-paths fused composite fused-triton --vanilla-qkv linear product \
+    --json "$OUT/loraild_steps_b128_product.json" --profile "$OUT/profile_loraild_b128_product.txt" \
+    --profile-method vanilla_kd loraild_fixed --profile-lora-path fused
+  ;;
+eighteenth1)  # round 12: the product with fewer operations per call, 5 interleaved repeats; the tile test fixed
+  step "$OUT/card0.log" python -m pytest -q -p no:cacheprovider tests/loraild/test_loraild_qkv_product.py \
+    tests/loraild/test_loraild_fused_lora.py tests/loraild/test_loraild_lora_a_kernel.py -k "not bad_inputs"
+  step "$OUT/card0.log" python bench/bench_loraild.py --dtypes bf16 --batch 128 --modes cached --steps 40 --warmup 8 \
+    --repeats 5 --methods vanilla_kd loraild_fixed --lora-paths fused composite fused-triton --vanilla-qkv linear product \
+    --json "$OUT/loraild_steps_b128_product5.json" --profile "$OUT/profile_loraild_b128_product5.txt" \
+    --profile-method vanilla_kd loraild_fixed --profile-lora-path fused
+  ;;
 *)
-  echo "usage: bash bench/run_gpu_benches.sh single|multi|sweep|final|third1|third2|fourth1|fourth2|fifth1|fifth2|sixth1|sixth2|seventh1|seventh2prep|seventh2|eighth1prep|eighth1|ninth1|tenth1prep|tenth1|tenth2|eleventh1prep|eleventh1|twelfth1prep|twelfth1|thirteenth1|fourteenth1|fifteenth1|sixteenth1" >&2
+  echo "usage: bash bench/run_gpu_benches.sh single|multi|sweep|final|third1|third2|fourth1|fourth2|fifth1|fifth2|sixth1|sixth2|seventh1|seventh2prep|seventh2|eighth1prep|eighth1|ninth1|tenth1prep|tenth1|tenth2|eleventh1prep|eleventh1|twelfth1prep|twelfth1|thirteenth1|fourteenth1|fifteenth1|sixteenth1|seventeenth1|eighteenth1" >&2
   exit 2
   ;;
 esac

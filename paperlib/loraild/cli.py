@@ -20,7 +20,8 @@ import dataclasses
 import json
 import sys
 
-from paperlib.loraild.config import ALL_TASKS, COMPILE_AUTO_MIN_STEPS, COMPILE_MODES, METHOD_NAMES, RunConfig
+from paperlib.loraild.config import (ALL_TASKS, COMPILE_AUTO_MIN_STEPS, COMPILE_AUTO_MIN_STEPS_LONGEST, COMPILE_MODES,
+                                     METHOD_NAMES, RunConfig)
 
 SKIP = {"filled"}
 SWEEP_SKIP = SKIP | {"task", "method", "seed"}
@@ -48,8 +49,9 @@ def _add_config_options(parser: argparse.ArgumentParser, skip: set[str]) -> None
             if f.name == "compile":
                 kw = {"choices": [m for m in COMPILE_MODES if m]}
                 help_text = (f"the student's torch.compile mode (default: auto, i.e. CUDA graphs for a one-process bf16 run "
-                             f"on a GPU with batches padded to max_length and at least {COMPILE_AUTO_MIN_STEPS} steps, "
-                             f"eager otherwise; off: always eager)")
+                             f"on a GPU of at least {COMPILE_AUTO_MIN_STEPS} steps with batches padded to max_length, "
+                             f"{COMPILE_AUTO_MIN_STEPS_LONGEST} padded to their longest item; eager otherwise; "
+                             f"off: always eager)")
             parser.add_argument(opt, type=typ, default=None, help=help_text, **kw)
 
 

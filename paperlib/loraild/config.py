@@ -170,6 +170,10 @@ COMPILE_MODES = (None, "auto", "off", "default", "reduce-overhead", "max-autotun
 #: the fewest optimizer steps for which ``compile="auto"`` compiles (:meth:`RunConfig.compile_mode`):
 #: about 1.4x the 1,300-1,500 bf16 steps after which compiling (~24 s) has paid for itself (H100, H200)
 COMPILE_AUTO_MIN_STEPS = 2000
+#: the same where training batches are padded to their longest item (multiples of COMPILE_PAD_MULTIPLE when
+#: compiled, a graph per length): about 1.4x the 2,200 steps after which compiling them paid for itself
+#: (round 12, one H100, 5-60-word sentences: 56 s more in the first epoch, then 23.8 against 49.1 ms a step)
+COMPILE_AUTO_MIN_STEPS_LONGEST = 3200
 #: a compiled student's training batches, where they are padded to their longest item, are padded to a
 #: multiple of this (:class:`~paperlib.loraild.encoding.Collator`): at most ``max_length / 16`` shapes
 COMPILE_PAD_MULTIPLE = 16
@@ -276,13 +280,15 @@ class RunConfig:
         tokens; H200 alike) where all of these hold:
 
         - one process on a GPU (data-parallel runs stay eager);
-        - every batch padded to ``max_length`` (one shape, so one graph).  Batches padded to their
-          longest item are padded to multiples of :data:`COMPILE_PAD_MULTIPLE` when compiled (a few
-          shapes), but compiling them has not been timed on a GPU yet, so ``auto`` leaves them eager;
         - bf16 mixed precision: the eager step is bound by the host, and a compiled one took
           25.1 ms against 41.5 ms.  In fp32 (the authors' precision) it took 3.5% less (round 5);
-        - at least :data:`COMPILE_AUTO_MIN_STEPS` steps: compiling costs about 24 s (tracing and
-          recording in the first epoch, and set-up), which bf16 steps pay back after 1,300-1,500;
+        - with every batch padded to ``max_length`` (one shape, so one graph), at least
+          :data:`COMPILE_AUTO_MIN_STEPS` steps: compiling costs about 24 s (tracing and recording in the
+          first epoch, and set-up), which bf16 steps pay back after 1,300-1,500;
+        - with batches padded to their longest item (padded further to multiples of
+          :data:`COMPILE_PAD_MULTIPLE` when compiled: a graph per length), at least
+          :data:`COMPILE_AUTO_MIN_STEPS_LONGEST` steps: at 5-60-word sentences the first epoch took 56 s
+          more, and the steps then 23.8 against 49.1 ms, so it paid back after about 2,200 (round 12);
         - the fused LoRA's features from torch (``lora_kernel="triton"`` cannot be compiled);
         - ``compiler_ready``: inductor can generate code for the GPU (:func:`~paperlib.loraild.models.gpu_compiles`),
           so that the default never fails a run that eager training would finish.
@@ -290,9 +296,10 @@ class RunConfig:
         if self.compile in (None, "off"):
             return None
         if self.compile == "auto":
-            pays = (device_type == "cuda" and num_processes == 1 and self.padding_to_max
+            least = COMPILE_AUTO_MIN_STEPS if self.padding_to_max else COMPILE_AUTO_MIN_STEPS_LONGEST
+            pays = (device_type == "cuda" and num_processes == 1
                     and mixed_precision == "bf16" and self.lora_kernel != "triton"
-                    and steps is not None and steps >= COMPILE_AUTO_MIN_STEPS and compiler_ready)
+                    and steps is not None and steps >= least and compiler_ready)
             return "reduce-overhead" if pays else None
         return self.compile
 
@@ -461,6 +468,6 @@ def short_hash(obj: Any, n: int = 10) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:n]
 
 
-__all__ = ["TaskSpec", "MethodSpec", "RunConfig", "COMPILE_MODES", "COMPILE_AUTO_MIN_STEPS", "COMPILE_PAD_MULTIPLE", "CLUSTER_FEATURES", "LORA_KERNELS", "TASKS", "METHODS", "METHOD_NAMES", "ALL_TASKS",
+__all__ = ["TaskSpec", "MethodSpec", "RunConfig", "COMPILE_MODES", "COMPILE_AUTO_MIN_STEPS", "COMPILE_AUTO_MIN_STEPS_LONGEST", "COMPILE_PAD_MULTIPLE", "CLUSTER_FEATURES", "LORA_KERNELS", "TASKS", "METHODS", "METHOD_NAMES", "ALL_TASKS",
            "EMBEDDED_TASKS", "PAPER_LR", "PAPER_PROFILE", "EMBEDDED_PROFILE", "UnknownTaskError",
            "check_task", "check_method", "profile_for", "short_hash", "default_results_dir"]

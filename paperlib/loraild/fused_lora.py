@@ -45,6 +45,7 @@ from paperlib.loraild import lora_a_kernel
 from paperlib.loraild.config import LORA_KERNELS
 from paperlib.loraild.lora_branch import LoraBranch
 from paperlib.loraild.models import LORA_TARGETS, encoder_layers
+from paperlib.loraild.qkv_product import ProductSpec, qkv_product
 
 KERNELS = LORA_KERNELS  # the run setting's values (RunConfig.lora_kernel) are the recorder's
 
@@ -85,18 +86,26 @@ class FusedLoraRecorder:
     (:func:`~paperlib.loraild.lora_a_kernel.dropout_lora_a`), ``"torch"`` (dropout of three copies,
     one batched product) or ``"auto"`` (torch: measured faster in the whole step, module docstring).
 
-    ``one_node`` (default): where the Triton op runs, the layer's query call computes all three
-    outputs as one autograd node (:class:`~paperlib.loraild.lora_branch.LoraBranch`; key and value
-    return theirs), instead of the composite of about 20 tensor operations per layer.
+    ``product`` (default): outside ``torch.compile``, the layer's query call computes all three outputs,
+    base projections and LoRA together, as one matrix product and one autograd node
+    (:class:`~paperlib.loraild.qkv_product.QkvProduct`; key and value return theirs), with the features
+    from ``kernel``'s path; the same masks as the composite path for the torch features.  Compiled students
+    keep the composite path (compiling was measured on it).
+
+    ``one_node`` (with ``product=False``): where the Triton op runs, the layer's query call computes all
+    three outputs as one autograd node (:class:`~paperlib.loraild.lora_branch.LoraBranch`), instead of
+    the composite of about 20 tensor operations per layer.
     """
 
-    def __init__(self, model: nn.Module, adapter: str = "default", kernel: str = "auto", one_node: bool = True):
+    def __init__(self, model: nn.Module, adapter: str = "default", kernel: str = "auto", one_node: bool = True,
+                 product: bool = True):
         if kernel not in KERNELS:
             raise ValueError(f"kernel must be one of {KERNELS}, not {kernel!r}")
         if kernel == "triton" and not lora_a_kernel.triton_installed():
             raise ValueError("kernel='triton' needs triton, which is not installed")
         self.kernel = kernel
         self.one_node = one_node
+        self.product = product
         self.adapter = adapter
         self.layers = [_qkv_modules(layer, adapter) for layer in encoder_layers(model)]
         self.n_layers = len(self.layers)
@@ -185,6 +194,43 @@ class FusedLoraRecorder:
             return None  # the composite path raises the op's error (dtypes, device)
         return dtype
 
+    def _product_applies(self, li: int, x: torch.Tensor) -> torch.dtype | None:
+        """The compute dtype when the layer runs as one q/k/v product (``product``, not compiling, plain
+        ``nn.Linear`` base layers, one LoRA scale), else ``None``."""
+        if not self.product or self._branch_scale[li] is None or torch.compiler.is_compiling():
+            return None
+        mods = self.layers[li]
+        if not all(type(m.base_layer) is nn.Linear for m in mods):
+            return None
+        dtype = self._compute_dtype(li, x.device.type)
+        if dtype != x.dtype and not torch.is_autocast_enabled(x.device.type):
+            return None  # the composite path raises the products' own dtype error
+        if self._dropping(li) and self._triton() and not lora_a_kernel.available(x):
+            return None  # the composite path raises the op's error (device)
+        return dtype
+
+    def _dropping(self, li: int) -> bool:
+        m = self.layers[li][0]
+        return _dropout_p(m, self.adapter) > 0 and m.lora_dropout[self.adapter].training
+
+    def _run_product(self, li: int, x: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
+        """All three outputs of layer ``li`` for ``x`` as one product; records the features."""
+        mods = self.layers[li]
+        ad = self.adapter
+        drop = self._dropping(li)
+        triton = drop and self._triton()
+        spec = ProductSpec(p=_dropout_p(mods[0], ad) if drop else 0.0, scale=float(self._branch_scale[li]),
+                           dtype=dtype, features="triton" if triton else "torch",
+                           seed=lora_a_kernel.draw_seed() if triton else 0)
+        lora = (tuple(m.lora_A[ad].weight for m in mods), tuple(m.lora_B[ad].weight for m in mods))
+        *outs, h = qkv_product(x, tuple(m.base_layer for m in mods), spec, lora)
+        self._inputs[li] = x
+        self._feats[li] = h
+        self._shapes[li] = tuple(x.shape[:-1])
+        self._scaled[li] = self._b[li] = None
+        self._outs[li] = tuple(outs)
+        return self._outs[li]
+
     def _run_branch(self, li: int, x: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
         """All three outputs of layer ``li`` for ``x`` as one node; records the features."""
         mods = self.layers[li]
@@ -215,6 +261,9 @@ class FusedLoraRecorder:
             if args or kwargs or m.disable_adapters or m.merged or self.adapter not in m.active_adapters:
                 return original(x, *args, **kwargs)
             if mi == 0 or self._inputs[li] is not x:
+                dtype = self._product_applies(li, x)
+                if dtype is not None:
+                    return self._run_product(li, x, dtype)[mi]
                 dtype = self._branch_applies(li, x)
                 if dtype is not None:
                     return self._run_branch(li, x, dtype)[mi]

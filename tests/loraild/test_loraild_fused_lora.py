@@ -95,7 +95,7 @@ def test_under_autocast_dropout_runs_in_the_autocast_dtype_and_stays_unbiased(mo
 
     monkeypatch.setattr(fused_lora.F, "dropout", spy)
     model = tiny_student(0.5)
-    rec = FusedLoraRecorder(model)
+    rec = FusedLoraRecorder(model, product=False)  # the composite path (the product's: test_loraild_qkv_product)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         model.eval()
         model(**batch())

@@ -71,7 +71,7 @@ def _students(device, one_node_first: bool):
     from test_loraild_fused_lora import tiny_student
 
     models = [tiny_student(0.5).to(device) for _ in range(2)]
-    recs = [FusedLoraRecorder(mdl, kernel="triton", one_node=flag)
+    recs = [FusedLoraRecorder(mdl, kernel="triton", one_node=flag, product=False)
             for mdl, flag in zip(models, (one_node_first, not one_node_first))]
     return models, recs
 
@@ -118,7 +118,7 @@ def test_key_and_value_follow_their_own_input(device):
     from test_loraild_fused_lora import tiny_student
 
     model = tiny_student(0.5).to(device).train()
-    rec = FusedLoraRecorder(model, kernel="triton")
+    rec = FusedLoraRecorder(model, kernel="triton", product=False)
     q, k, v = rec.layers[0]
     x = torch.randn(2, 5, 32, device=device)
     other = torch.randn(1, 3, 32, device=device)
@@ -142,7 +142,7 @@ def test_evaluation_and_other_kernels_keep_the_composite_path(device):
         for kernel, one_node, train in (("triton", True, False), ("auto", True, True), ("torch", True, True),
                                         ("triton", False, True)):
             model = tiny_student(0.5).to(device).train(train)
-            rec = FusedLoraRecorder(model, kernel=kernel, one_node=one_node)
+            rec = FusedLoraRecorder(model, kernel=kernel, one_node=one_node, product=False)
             calls.clear()
             with torch.autocast(device, dtype=torch.bfloat16):  # 16-bit: what the op was once picked for
                 loss = model(**b).logits.float().sum() + rec.stacked().float().sum()

@@ -373,7 +373,7 @@ def test_compiled_student_trains_like_the_eager_one(tiny, monkeypatch):
 def test_auto_compile_uses_cuda_graphs_only_where_they_were_measured_to_pay(tiny):
     """``compile="auto"`` (the default) picks CUDA graphs for a long bf16 run of one fixed-shape process
     on a GPU, and eager wherever one of these conditions fails; a mode asked for by name is always used."""
-    from paperlib.loraild.config import COMPILE_AUTO_MIN_STEPS as N
+    from paperlib.loraild.config import COMPILE_AUTO_MIN_STEPS as N, COMPILE_AUTO_MIN_STEPS_LONGEST as M
     cfg = tiny.config()
     assert cfg.compile == "auto"
     fixed = cfg.replace(pad_to_max_length=True)
@@ -381,7 +381,10 @@ def test_auto_compile_uses_cuda_graphs_only_where_they_were_measured_to_pay(tiny
     assert fixed.compile_mode(*pays) == "reduce-overhead"
     assert fixed.compile_mode("cuda", 1, "bf16", 10 * N) == "reduce-overhead"
     assert cfg.replace(ild_mask_padding=False).compile_mode(*pays) == "reduce-overhead"  # pads to max too
-    assert cfg.compile_mode(*pays) is None  # a shape per batch
+    assert N < M
+    assert cfg.compile_mode(*pays) is None  # padded to the longest item: a graph per length, paid back later
+    assert cfg.compile_mode("cuda", 1, "bf16", M - 1) is None
+    assert cfg.compile_mode("cuda", 1, "bf16", M) == "reduce-overhead"
     assert fixed.compile_mode("cpu", 1, "bf16", N) is None
     assert fixed.compile_mode("cuda", 2, "bf16", N) is None  # data-parallel runs stay eager
     assert fixed.compile_mode("cuda", 1, "no", N) is None  # fp32: a compiled step is only 3.5% faster
