@@ -323,8 +323,15 @@ eighteenth1)  # round 12: the product with fewer operations per call, 5 interlea
     --json "$OUT/loraild_steps_b128_product5.json" --profile "$OUT/profile_loraild_b128_product5.txt" \
     --profile-method vanilla_kd loraild_fixed --profile-lora-path fused
   ;;
+nineteenth1)  # round 12: torch against Triton features in the product, fp32 (the authors' precision) and bf16, against
+  # round 11's composite path; 5 interleaved repeats; a device profile of the Triton-feature product
+  step "$OUT/card0.log" python bench/bench_loraild.py --dtypes fp32 bf16 --batch 128 --modes cached --steps 40 --warmup 8 \
+    --repeats 5 --methods vanilla_kd loraild_fixed --lora-paths fused fused-triton composite \
+    --json "$OUT/loraild_steps_b128_features.json" --profile "$OUT/profile_loraild_b128_fused_triton.txt" \
+    --profile-method loraild_fixed --profile-lora-path fused-triton
+  ;;
 *)
-  echo "usage: bash bench/run_gpu_benches.sh single|multi|sweep|final|third1|third2|fourth1|fourth2|fifth1|fifth2|sixth1|sixth2|seventh1|seventh2prep|seventh2|eighth1prep|eighth1|ninth1|tenth1prep|tenth1|tenth2|eleventh1prep|eleventh1|twelfth1prep|twelfth1|thirteenth1|fourteenth1|fifteenth1|sixteenth1|seventeenth1|eighteenth1" >&2
+  echo "usage: bash bench/run_gpu_benches.sh single|multi|sweep|final|third1|third2|fourth1|fourth2|fifth1|fifth2|sixth1|sixth2|seventh1|seventh2prep|seventh2|eighth1prep|eighth1|ninth1|tenth1prep|tenth1|tenth2|eleventh1prep|eleventh1|twelfth1prep|twelfth1|thirteenth1|fourteenth1|fifteenth1|sixteenth1|seventeenth1|eighteenth1|nineteenth1" >&2
   exit 2
   ;;
 esac

@@ -17,6 +17,13 @@ kernel launches (``bench/README.md``).  Here, per layer, with ``N = B T`` tokens
 - ``H`` *is* the layer's feature record ``h_x`` of eq. 3 (``[B, T, 3, r]``), nothing extra;
   :meth:`FusedLoraRecorder.stacked` is one stack of the layers' records seen as a permuted view.
 
+By default (``product=True``, outside ``torch.compile``) a layer goes one step further: its query call
+computes the base projections and the LoRA of all three modules as one matrix product of the input
+widened by the scaled features (:class:`~paperlib.loraild.qkv_product.QkvProduct`, one autograd node;
+the same masks as the torch path below), which removes the three ``addmm`` and their backward, and
+autocast's three casts of the input (``bench/README.md`` section 7, round 12).  The composite path
+described above stays for compiled students and for ``product=False``.
+
 The arithmetic is LoRA's (``s = alpha / r``), the parameters and state-dict names are peft's,
 dropout masks stay independent per module (they come from another random stream than peft's, so
 runs with dropout differ from unfused runs as two seeds' dropout would; without dropout they agree
