@@ -330,8 +330,15 @@ nineteenth1)  # round 12: torch against Triton features in the product, fp32 (th
     --json "$OUT/loraild_steps_b128_features.json" --profile "$OUT/profile_loraild_b128_fused_triton.txt" \
     --profile-method loraild_fixed --profile-lora-path fused-triton
   ;;
+twentieth1)  # round 12: CLI runs end to end with the product as the default path, bf16 eager and compiled (which keeps
+  # the composite path), and fp32 eager (the authors' precision); 3 x 100 steps of 128 x 128, 3,200 test examples
+  step "$OUT/card0.log" python bench/bench_loraild.py --section run --run-precision bf16 --run-epochs 3 --run-steps 100 \
+    --run-compile off reduce-overhead --json "$OUT/run_bf16_product.json"
+  step "$OUT/card0.log" python bench/bench_loraild.py --section run --run-precision no --run-epochs 3 --run-steps 100 \
+    --run-compile off --json "$OUT/run_fp32_product.json"
+  ;;
 *)
-  echo "usage: bash bench/run_gpu_benches.sh single|multi|sweep|final|third1|third2|fourth1|fourth2|fifth1|fifth2|sixth1|sixth2|seventh1|seventh2prep|seventh2|eighth1prep|eighth1|ninth1|tenth1prep|tenth1|tenth2|eleventh1prep|eleventh1|twelfth1prep|twelfth1|thirteenth1|fourteenth1|fifteenth1|sixteenth1|seventeenth1|eighteenth1|nineteenth1" >&2
+  echo "usage: bash bench/run_gpu_benches.sh single|multi|sweep|final|third1|third2|fourth1|fourth2|fifth1|fifth2|sixth1|sixth2|seventh1|seventh2prep|seventh2|eighth1prep|eighth1|ninth1|tenth1prep|tenth1|tenth2|eleventh1prep|eleventh1|twelfth1prep|twelfth1|thirteenth1|fourteenth1|fifteenth1|sixteenth1|seventeenth1|eighteenth1|nineteenth1|twentieth1" >&2
   exit 2
   ;;
 esac
