@@ -231,6 +231,12 @@ class FusedLoraRecorder:
                            seed=lora_a_kernel.draw_seed() if triton else 0)
         lora = (tuple(m.lora_A[ad].weight for m in mods), tuple(m.lora_B[ad].weight for m in mods))
         *outs, h = qkv_product(x, tuple(m.base_layer for m in mods), spec, lora)
+        return self._record_node(li, x, outs, h)
+
+    def _record_node(self, li: int, x: torch.Tensor, outs: list[torch.Tensor],
+                     h: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Keep what one node computed for layer ``li``'s input ``x``: the three outputs (key and value
+        return theirs) and the features ``h`` ``[3, N, r]``."""
         self._inputs[li] = x
         self._feats[li] = h
         self._shapes[li] = tuple(x.shape[:-1])
@@ -247,12 +253,7 @@ class FusedLoraRecorder:
         b = [m.lora_B[ad].weight for m in mods]
         *outs, h = LoraBranch.apply(x, *y0, *a, *b, _dropout_p(mods[0], ad), lora_a_kernel.draw_seed(),
                                     float(self._branch_scale[li]), dtype, lora_a_kernel.DEFAULT_CONFIG)
-        self._inputs[li] = x
-        self._feats[li] = h
-        self._shapes[li] = tuple(x.shape[:-1])
-        self._scaled[li] = self._b[li] = None
-        self._outs[li] = tuple(outs)
-        return self._outs[li]
+        return self._record_node(li, x, outs, h)
 
     def _forward(self, li: int, mi: int, m: nn.Module):
         original = type(m).forward.__get__(m)
