@@ -34,7 +34,7 @@ against the composite path of :class:`~paperlib.loraild.fused_lora.FusedLoraReco
 unpatched ``nn.Linear``.
 
 Measured (``bench/README.md`` section 7, round 12, one H100, 128 x 128 tokens): the LoRAILD step keeps
-the device busy 1.11x as long as Vanilla KD's (1.29x with the composite path), and takes 1.11x its time
+the device busy 1.11x as long as Vanilla KD's (1.29x with the composite path, on an H200), and takes 1.11x its time
 in fp32 and 1.20-1.34x in bf16, where both steps wait on the host (1.30-1.54x with the composite path).
 """
 
