@@ -87,7 +87,7 @@ def make_split(n: int, seq: int, vocab: int, seed: int = 0) -> EncodedSplit:
 #: (the composite fused path, torch features); "branch" the Triton features in the one-node branch (round 9)
 LORA_PATHS: dict[str, tuple[str, bool, bool] | tuple[None, None, None]] = {
     "fused": ("auto", True, True), "fused-torch": ("torch", True, True), "fused-triton": ("triton", True, True),
-    "composite": ("auto", True, False), "branch": ("triton", True, False),
+    "composite": ("auto", True, False), "branch": ("triton", True, False), "product-compiled": ("auto", True, True),
     "fused-composite": ("triton", False, False), "hooks": (None, None, None)}
 #: --vanilla-qkv: the students without LoRA: HF's three nn.Linear, or one product per layer (PlainQkv)
 PLAIN_QKV = ("linear", "product")
@@ -121,6 +121,7 @@ def bench_method(name: str, mode: str, bf16: bool, teacher, t_recorder, t_cfg, s
     if fused and model.recorder is not None:
         model.recorder.one_node = one_node
         model.recorder.product = product
+        model.recorder.compiled_product = path == "product-compiled" or bool(getattr(args, "compile_product", False))
     if not method.student_lora and path == "product":
         plain = PlainQkv(encoder_layers(student))
     model.train()
@@ -180,6 +181,8 @@ def bench_method(name: str, mode: str, bf16: bool, teacher, t_recorder, t_cfg, s
         flops += forward_flops(t_cfg, args.seq, args.rank) * tokens
     peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan")
     del model, student, opt
+    if args.compile:  # a fresh dynamo for the next row: rows compile new students, past the recompile limit
+        torch._dynamo.reset()
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return {"method": name, "mode": mode, "dtype": "bf16" if bf16 else "fp32",
@@ -237,6 +240,9 @@ def main() -> None:
                          "torch features; fused-torch / fused-triton force the features), composite (round 11's "
                          "default: the composite fused path), branch (Triton features, one-node branch), "
                          "fused-composite (Triton features, no branch) and/or peft + hooks")
+    ap.add_argument("--compile-product", action="store_true",
+                    help="compiled students trace the one-product path (FusedLoraRecorder.compiled_product) instead of "
+                         "keeping the composite one (--section compile; for the step table use --lora-paths product-compiled)")
     ap.add_argument("--vanilla-qkv", nargs="+", default=["linear"], choices=PLAIN_QKV,
                     help="q/k/v of the students without LoRA (w/o KD, Vanilla KD): HF's three nn.Linear and/or one "
                          "product per layer (paperlib.loraild.qkv_product.PlainQkv)")

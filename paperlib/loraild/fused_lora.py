@@ -97,7 +97,8 @@ class FusedLoraRecorder:
     base projections and LoRA together, as one matrix product and one autograd node
     (:class:`~paperlib.loraild.qkv_product.QkvProduct`; key and value return theirs), with the features
     from ``kernel``'s path; the same masks as the composite path for the torch features.  Compiled students
-    keep the composite path (compiling was measured on it).
+    keep the composite path (compiling was measured on it) unless ``compiled_product``: dynamo traces the
+    product into the compiled graph (torch features only; equal to the composite path on the CPU).
 
     ``one_node`` (with ``product=False``): where the Triton op runs, the layer's query call computes all
     three outputs as one autograd node (:class:`~paperlib.loraild.lora_branch.LoraBranch`), instead of
@@ -105,7 +106,7 @@ class FusedLoraRecorder:
     """
 
     def __init__(self, model: nn.Module, adapter: str = "default", kernel: str = "auto", one_node: bool = True,
-                 product: bool = True):
+                 product: bool = True, compiled_product: bool = False):
         if kernel not in KERNELS:
             raise ValueError(f"kernel must be one of {KERNELS}, not {kernel!r}")
         if kernel == "triton" and not lora_a_kernel.triton_installed():
@@ -113,6 +114,7 @@ class FusedLoraRecorder:
         self.kernel = kernel
         self.one_node = one_node
         self.product = product
+        self.compiled_product = compiled_product
         self.adapter = adapter
         self.layers = [_qkv_modules(layer, adapter) for layer in encoder_layers(model)]
         self.n_layers = len(self.layers)
@@ -204,7 +206,9 @@ class FusedLoraRecorder:
     def _product_applies(self, li: int, x: torch.Tensor) -> torch.dtype | None:
         """The compute dtype when the layer runs as one q/k/v product (``product``, not compiling, plain
         ``nn.Linear`` base layers, one LoRA scale), else ``None``."""
-        if not self.product or self._branch_scale[li] is None or torch.compiler.is_compiling():
+        if not self.product or self._branch_scale[li] is None:
+            return None
+        if torch.compiler.is_compiling() and not self.compiled_product:
             return None
         mods = self.layers[li]
         if not all(type(m.base_layer) is nn.Linear for m in mods):

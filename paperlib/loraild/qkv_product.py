@@ -61,7 +61,7 @@ class ProductSpec:
     dtype: torch.dtype = torch.float32
     features: str = "torch"
     seed: int = 0
-    config: lora_a_kernel.Config = lora_a_kernel.DEFAULT_CONFIG
+    config: lora_a_kernel.Config | None = None  # the Triton op's tiles (None: its default)
 
 
 def _widened_weight(ws, bls, r: int, dtype: torch.dtype) -> torch.Tensor:
@@ -99,14 +99,14 @@ class QkvProduct(torch.autograd.Function):
         if lora:
             a = torch.stack((a_q, a_k, a_v)).to(dtype)  # [3, r, d]
             if drop and spec.features == "triton":
-                h = lora_a_kernel.forward_features(xd, a, spec.p, spec.seed, spec.config)
+                h = lora_a_kernel.forward_features(xd, a, spec.p, spec.seed, spec.config or lora_a_kernel.DEFAULT_CONFIG)
             elif drop:
                 # three independent masks: the ones F.dropout(x.expand(3, N, d)) draws
                 xs, mask = torch.native_dropout(xd.expand(3, n, d), spec.p, True)
                 h = torch.bmm(a, xs.transpose(1, 2)).transpose(1, 2)
             else:
                 h = (xd @ a.view(3 * r, d).T).view(n, 3, r).transpose(0, 1)
-            torch.mul(h.transpose(0, 1), spec.scale, out=xh.view(n, 3, r))
+            xh.view(n, 3, r).copy_(h.transpose(0, 1) * spec.scale)
         wc = _widened_weight(ws, (bl_q, bl_k, bl_v), r, dtype)
         biases = (b_q, b_k, b_v)
         if all(b is None for b in biases):
@@ -145,7 +145,8 @@ class QkvProduct(torch.autograd.Function):
             dh = dxh.view(n, 3, r).transpose(0, 1)
             dh = torch.add(dh_ild.to(dtype), dh, alpha=spec.scale) if dh_ild is not None else dh * spec.scale
             if drop and spec.features == "triton":
-                dx_a, da = lora_a_kernel.backward_features(xd, a, dh, spec.p, spec.seed, spec.config, need[0], need_a)
+                dx_a, da = lora_a_kernel.backward_features(xd, a, dh, spec.p, spec.seed,
+                                                           spec.config or lora_a_kernel.DEFAULT_CONFIG, need[0], need_a)
             elif drop:
                 if need[0]:
                     dx_a = torch.ops.aten.native_dropout_backward(torch.bmm(dh, a), mask, 1.0 / (1.0 - spec.p)).sum(0)

@@ -236,3 +236,37 @@ def test_product_with_the_triton_features_trains_as_the_one_node_branch(triton_d
     top = max(g.abs().max() for g in g2.values())
     for name, g in g1.items():
         torch.testing.assert_close(g, g2[name], rtol=1e-4, atol=float(top) * 1e-6, msg=name)
+
+
+def test_compiled_product_is_traced_and_trains_as_eager(monkeypatch):
+    """``compiled_product=True``: dynamo traces the product into the student's graph (no graph break: one
+    frame) and the compiled student gives eager's logits and gradients (no dropout); by default a compiled
+    student keeps the composite path (the product is never called while compiling)."""
+    from torch._dynamo.testing import CompileCounterWithBackend
+
+    calls = []
+    real = FusedLoraRecorder._run_product
+    monkeypatch.setattr(FusedLoraRecorder, "_run_product",
+                        lambda self, *a: calls.append(torch.compiler.is_compiling()) or real(self, *a))
+    ref = tiny_student(0.0).train()
+    rec_ref = FusedLoraRecorder(ref, product=False)
+    out_ref = ref(**batch()).logits
+    (out_ref.square().sum() + rec_ref.stacked().square().sum()).backward()
+    grads = dict(ref.named_parameters())
+    for traced in (True, False):
+        torch._dynamo.reset()
+        calls.clear()
+        model = tiny_student(0.0).train()
+        rec = FusedLoraRecorder(model, compiled_product=traced)
+        counter = CompileCounterWithBackend("aot_eager")
+        out = torch.compile(model, backend=counter)(**batch()).logits
+        (out.square().sum() + rec.stacked().square().sum()).backward()
+        assert counter.frame_count == 1
+        assert (any(calls) if traced else not calls), (traced, calls)
+        torch.testing.assert_close(out, out_ref, rtol=1e-5, atol=1e-6)
+        for name, p in model.named_parameters():
+            if name.endswith("key.base_layer.bias"):
+                continue  # 0 in exact arithmetic: rounding noise on both sides
+            ref_g = grads[name].grad
+            assert (p.grad - ref_g).abs().max() <= 1e-5 * ref_g.abs().max() + 1e-6, (traced, name)
+    torch._dynamo.reset()
