@@ -83,8 +83,9 @@ def make_split(n: int, seq: int, vocab: int, seed: int = 0) -> EncodedSplit:
 
 
 #: --lora-paths: the LoRAILD student's LoRA -> (FusedLoraRecorder's kernel, one_node, product), None for "hooks".
-#: "fused" is paperlib's default (one q/k/v product per layer, torch features); "composite" round 11's default
-#: (the composite fused path, torch features); "branch" the Triton features in the one-node branch (round 9)
+#: "fused" is paperlib's default (one q/k/v product per layer, torch features, compiled students included);
+#: "composite" round 11's default (the composite fused path, torch features); "branch" the Triton features in the
+#: one-node branch (round 9); "product-compiled" is "fused" (round 12 timed it before it became the default)
 LORA_PATHS: dict[str, tuple[str, bool, bool] | tuple[None, None, None]] = {
     "fused": ("auto", True, True), "fused-torch": ("torch", True, True), "fused-triton": ("triton", True, True),
     "composite": ("auto", True, False), "branch": ("triton", True, False), "product-compiled": ("auto", True, True),
@@ -121,7 +122,6 @@ def bench_method(name: str, mode: str, bf16: bool, teacher, t_recorder, t_cfg, s
     if fused and model.recorder is not None:
         model.recorder.one_node = one_node
         model.recorder.product = product
-        model.recorder.compiled_product = path == "product-compiled" or bool(getattr(args, "compile_product", False))
     if not method.student_lora and path == "product":
         plain = PlainQkv(encoder_layers(student))
     model.train()
@@ -241,8 +241,10 @@ def main() -> None:
                          "default: the composite fused path), branch (Triton features, one-node branch), "
                          "fused-composite (Triton features, no branch) and/or peft + hooks")
     ap.add_argument("--compile-product", action="store_true",
-                    help="compiled students trace the one-product path (FusedLoraRecorder.compiled_product) instead of "
-                         "keeping the composite one (--section compile; for the step table use --lora-paths product-compiled)")
+                    help="no effect since compiled students trace the product by default (kept for round 12's command)")
+    ap.add_argument("--compile-composite", action="store_true",
+                    help="--section compile: compiled students keep round 11's composite path "
+                         "(FusedLoraRecorder.compiled_product=False); for the step table use --lora-paths composite")
     ap.add_argument("--vanilla-qkv", nargs="+", default=["linear"], choices=PLAIN_QKV,
                     help="q/k/v of the students without LoRA (w/o KD, Vanilla KD): HF's three nn.Linear and/or one "
                          "product per layer (paperlib.loraild.qkv_product.PlainQkv)")

@@ -53,7 +53,7 @@ def compare_compile(args, device, t_cfg, s_cfg, split, cache, task) -> dict:
     for label, comp, dropout, draws in runs:
         student = _student(s_cfg, args.rank, device, dropout)
         model = DistillModel(student, method, task, t_cfg.num_hidden_layers, t_cfg.hidden_size).to(device).train()
-        model.recorder.compiled_product = bool(getattr(args, "compile_product", False))
+        model.recorder.compiled_product = not getattr(args, "compile_composite", False)
         if comp and args.tiny:  # CPU smoke test: trace with dynamo/AOT autograd, no C++ code generation
             student.compile(backend="aot_eager")
         elif comp:
@@ -96,7 +96,7 @@ def compare_compile(args, device, t_cfg, s_cfg, split, cache, task) -> dict:
     def rel(a, b):
         return max(abs(x - y) / max(abs(y), 1e-12) for x, y in zip(a, b))
 
-    out = {"steps": steps, "window": w, "mode": mode, "compile_product": bool(getattr(args, "compile_product", False)),
+    out = {"steps": steps, "window": w, "mode": mode, "compile_product": not getattr(args, "compile_composite", False),
            "seconds": times, "window_means": win,
            "max_rel_window_diff": {
                "compiled vs eager (dropout)": rel(win[f"compiled {mode}"], win["eager"]),

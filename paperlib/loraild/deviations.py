@@ -143,7 +143,7 @@ DEVIATIONS: list[Deviation] = [
         topic="student LoRA dropout masks",
         original="authors' code: peft's LoRA layers, one dropout mask per module drawn by peft",
         ours="fused q/k/v LoRA (paperlib.loraild.fused_lora): one batched LoRA-A product per layer, "
-             "and outside torch.compile the layer's query/key/value projections with their LoRA-B updates "
+             "and the layer's query/key/value projections with their LoRA-B updates "
              "as one matrix product (paperlib.loraild.qkv_product); an independent dropout mask per module "
              "drawn from another random stream (torch's dropout; with lora_kernel=triton the Triton op "
              "paperlib.loraild.lora_a_kernel, whose Philox masks are seeded from torch's CPU generator)",

@@ -17,12 +17,13 @@ kernel launches (``bench/README.md``).  Here, per layer, with ``N = B T`` tokens
 - ``H`` *is* the layer's feature record ``h_x`` of eq. 3 (``[B, T, 3, r]``), nothing extra;
   :meth:`FusedLoraRecorder.stacked` is one stack of the layers' records seen as a permuted view.
 
-By default (``product=True``, outside ``torch.compile``) a layer goes one step further: its query call
+By default (``product=True``) a layer goes one step further: its query call
 computes the base projections and the LoRA of all three modules as one matrix product of the input
 widened by the scaled features (:class:`~paperlib.loraild.qkv_product.QkvProduct`, one autograd node;
 the same masks as the torch path below), which removes the three ``addmm`` and their backward, and
-autocast's three casts of the input (``bench/README.md`` section 7, round 12).  The composite path
-described above stays for compiled students and for ``product=False``.
+autocast's three casts of the input (``bench/README.md`` section 7, round 12).  Compiled students trace
+the product too (``compiled_product``: a CUDA-graph step took 20.9 against 22.1 ms with the composite
+path).  The composite path described above stays for ``product=False``.
 
 The arithmetic is LoRA's (``s = alpha / r``), the parameters and state-dict names are peft's,
 dropout masks stay independent per module (they come from another random stream than peft's, so
@@ -93,12 +94,12 @@ class FusedLoraRecorder:
     (:func:`~paperlib.loraild.lora_a_kernel.dropout_lora_a`), ``"torch"`` (dropout of three copies,
     one batched product) or ``"auto"`` (torch: measured faster in the whole step, module docstring).
 
-    ``product`` (default): outside ``torch.compile``, the layer's query call computes all three outputs,
+    ``product`` (default): the layer's query call computes all three outputs,
     base projections and LoRA together, as one matrix product and one autograd node
     (:class:`~paperlib.loraild.qkv_product.QkvProduct`; key and value return theirs), with the features
-    from ``kernel``'s path; the same masks as the composite path for the torch features.  Compiled students
-    keep the composite path (compiling was measured on it) unless ``compiled_product``: dynamo traces the
-    product into the compiled graph (torch features only; equal to the composite path on the CPU).
+    from ``kernel``'s path; the same masks as the composite path for the torch features.
+    ``compiled_product`` (default): under ``torch.compile`` too, dynamo tracing the product into the
+    student's graph (torch features only); ``False`` keeps the composite path there (round 11's).
 
     ``one_node`` (with ``product=False``): where the Triton op runs, the layer's query call computes all
     three outputs as one autograd node (:class:`~paperlib.loraild.lora_branch.LoraBranch`), instead of
@@ -106,7 +107,7 @@ class FusedLoraRecorder:
     """
 
     def __init__(self, model: nn.Module, adapter: str = "default", kernel: str = "auto", one_node: bool = True,
-                 product: bool = True, compiled_product: bool = False):
+                 product: bool = True, compiled_product: bool = True):
         if kernel not in KERNELS:
             raise ValueError(f"kernel must be one of {KERNELS}, not {kernel!r}")
         if kernel == "triton" and not lora_a_kernel.triton_installed():
@@ -204,8 +205,8 @@ class FusedLoraRecorder:
         return dtype
 
     def _product_applies(self, li: int, x: torch.Tensor) -> torch.dtype | None:
-        """The compute dtype when the layer runs as one q/k/v product (``product``, not compiling, plain
-        ``nn.Linear`` base layers, one LoRA scale), else ``None``."""
+        """The compute dtype when the layer runs as one q/k/v product (``product``, and
+        ``compiled_product`` while compiling; plain ``nn.Linear`` base layers, one LoRA scale), else ``None``."""
         if not self.product or self._branch_scale[li] is None:
             return None
         if torch.compiler.is_compiling() and not self.compiled_product:

@@ -160,9 +160,9 @@ def test_product_under_cpu_autocast_matches_the_composite_path_and_keeps_fp32_gr
             assert (p.grad - ref).norm() <= 0.05 * ref.norm() + 1e-4, name
 
 
-def test_compiling_keeps_the_composite_path(monkeypatch):
+def test_compiled_product_false_keeps_the_composite_path_while_compiling(monkeypatch):
     model = tiny_student(0.0)
-    rec = FusedLoraRecorder(model)
+    rec = FusedLoraRecorder(model, compiled_product=False)
     monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
     model.train()
     loss = model(**batch()).logits.sum()
@@ -239,9 +239,9 @@ def test_product_with_the_triton_features_trains_as_the_one_node_branch(triton_d
 
 
 def test_compiled_product_is_traced_and_trains_as_eager(monkeypatch):
-    """``compiled_product=True``: dynamo traces the product into the student's graph (no graph break: one
-    frame) and the compiled student gives eager's logits and gradients (no dropout); by default a compiled
-    student keeps the composite path (the product is never called while compiling)."""
+    """``compiled_product=True`` (the default): dynamo traces the product into the student's graph (no graph
+    break: one frame) and the compiled student gives eager's logits and gradients (no dropout); with
+    ``False`` a compiled student keeps the composite path (the product is never called while compiling)."""
     from torch._dynamo.testing import CompileCounterWithBackend
 
     calls = []
