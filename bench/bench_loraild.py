@@ -85,10 +85,10 @@ def make_split(n: int, seq: int, vocab: int, seed: int = 0) -> EncodedSplit:
 #: --lora-paths: the LoRAILD student's LoRA -> (FusedLoraRecorder's kernel, one_node, product), None for "hooks".
 #: "fused" is paperlib's default (one q/k/v product per layer, torch features, compiled students included);
 #: "composite" round 11's default (the composite fused path, torch features); "branch" the Triton features in the
-#: one-node branch (round 9); "product-compiled" is "fused" (round 12 timed it before it became the default)
+#: one-node branch (round 9)
 LORA_PATHS: dict[str, tuple[str, bool, bool] | tuple[None, None, None]] = {
     "fused": ("auto", True, True), "fused-torch": ("torch", True, True), "fused-triton": ("triton", True, True),
-    "composite": ("auto", True, False), "branch": ("triton", True, False), "product-compiled": ("auto", True, True),
+    "composite": ("auto", True, False), "branch": ("triton", True, False),
     "fused-composite": ("triton", False, False), "hooks": (None, None, None)}
 #: --vanilla-qkv: the students without LoRA: HF's three nn.Linear, or one product per layer (PlainQkv)
 PLAIN_QKV = ("linear", "product")
@@ -110,11 +110,8 @@ def bench_method(name: str, mode: str, bf16: bool, teacher, t_recorder, t_cfg, s
     :data:`LORA_PATHS`, the student's LoRA for the LoRAILD methods)."""
     method = METHODS[name]
     plain = None
-    if not method.student_lora:  # path: one of PLAIN_QKV
-        kernel, one_node, product, fused = "auto", True, True, True
-    else:
-        fused = path != "hooks"
-        kernel, one_node, product = LORA_PATHS[path]
+    fused = path != "hooks"  # path: one of LORA_PATHS for a LoRA student, of PLAIN_QKV for the others
+    kernel, one_node, product = LORA_PATHS[path] if method.student_lora else ("auto", True, True)
     torch.manual_seed(0)
     student = build_student(s_cfg, args.rank if method.student_lora else None, device)
     model = DistillModel(student, method, TASK, t_cfg.num_hidden_layers, t_cfg.hidden_size,
@@ -240,8 +237,6 @@ def main() -> None:
                          "torch features; fused-torch / fused-triton force the features), composite (round 11's "
                          "default: the composite fused path), branch (Triton features, one-node branch), "
                          "fused-composite (Triton features, no branch) and/or peft + hooks")
-    ap.add_argument("--compile-product", action="store_true",
-                    help="no effect since compiled students trace the product by default (kept for round 12's command)")
     ap.add_argument("--compile-composite", action="store_true",
                     help="--section compile: compiled students keep round 11's composite path "
                          "(FusedLoraRecorder.compiled_product=False); for the step table use --lora-paths composite")

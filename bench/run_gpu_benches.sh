@@ -338,12 +338,14 @@ twentieth1)  # round 12: CLI runs end to end with the product as the default pat
     --run-compile off --json "$OUT/run_fp32_product.json"
   ;;
 twentyfirst1)  # round 12: compiled students tracing the product (compiled_product) against the composite path they
-  # keep by default: CUDA-graph step table, then compiled-vs-eager loss curves with the product traced
+  # kept by default until this call (round 12 ran `--lora-paths fused product-compiled` and `--compile-product`, which
+  # then meant the composite path and the traced product): CUDA-graph step table, then compiled-vs-eager loss curves
+  # with the product traced
   step "$OUT/card0.log" python bench/bench_loraild.py --compile reduce-overhead --dtypes bf16 --batch 128 --modes cached \
-    --steps 60 --warmup 30 --repeats 2 --methods vanilla_kd loraild_fixed --lora-paths fused product-compiled \
+    --steps 60 --warmup 30 --repeats 2 --methods vanilla_kd loraild_fixed --lora-paths composite fused \
     --json "$OUT/loraild_steps_b128_compiled_product.json"
   step "$OUT/card0.log" python bench/bench_loraild.py --section compile --dtypes bf16 --batch 128 --compare-steps 300 \
-    --compile-product --json "$OUT/loraild_compile_b128_product.json"
+    --json "$OUT/loraild_compile_b128_product.json"
   ;;
 *)
   echo "usage: bash bench/run_gpu_benches.sh single|multi|sweep|final|third1|third2|fourth1|fourth2|fifth1|fifth2|sixth1|sixth2|seventh1|seventh2prep|seventh2|eighth1prep|eighth1|ninth1|tenth1prep|tenth1|tenth2|eleventh1prep|eleventh1|twelfth1prep|twelfth1|thirteenth1|fourteenth1|fifteenth1|sixteenth1|seventeenth1|eighteenth1|nineteenth1|twentieth1|twentyfirst1" >&2
