@@ -204,8 +204,8 @@ class FusedLoraRecorder:
             return None  # the composite path raises the op's error (dtypes, device)
         return dtype
 
-    def _product_applies(self, li: int, x: torch.Tensor) -> torch.dtype | None:
-        """The compute dtype when the layer runs as one q/k/v product (``product``, and
+    def _product_spec(self, li: int, x: torch.Tensor) -> ProductSpec | None:
+        """The settings of layer ``li``'s q/k/v product for ``x`` when the layer runs as one (``product``, and
         ``compiled_product`` while compiling; plain ``nn.Linear`` base layers, one LoRA scale), else ``None``."""
         if not self.product or self._branch_scale[li] is None:
             return None
@@ -217,23 +217,22 @@ class FusedLoraRecorder:
         dtype = self._compute_dtype(li, x.device.type)
         if dtype != x.dtype and not torch.is_autocast_enabled(x.device.type):
             return None  # the composite path raises the products' own dtype error
-        if self._dropping(li) and self._triton() and not lora_a_kernel.available(x):
+        drop = self._dropping(li)
+        triton = drop and self._triton()
+        if triton and not lora_a_kernel.available(x):
             return None  # the composite path raises the op's error (device)
-        return dtype
+        return ProductSpec(p=_dropout_p(mods[0], self.adapter) if drop else 0.0, scale=float(self._branch_scale[li]),
+                           dtype=dtype, features="triton" if triton else "torch",
+                           seed=lora_a_kernel.draw_seed() if triton else 0)
 
     def _dropping(self, li: int) -> bool:
         m = self.layers[li][0]
         return _dropout_p(m, self.adapter) > 0 and m.lora_dropout[self.adapter].training
 
-    def _run_product(self, li: int, x: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
+    def _run_product(self, li: int, x: torch.Tensor, spec: ProductSpec) -> tuple[torch.Tensor, ...]:
         """All three outputs of layer ``li`` for ``x`` as one product; records the features."""
         mods = self.layers[li]
         ad = self.adapter
-        drop = self._dropping(li)
-        triton = drop and self._triton()
-        spec = ProductSpec(p=_dropout_p(mods[0], ad) if drop else 0.0, scale=float(self._branch_scale[li]),
-                           dtype=dtype, features="triton" if triton else "torch",
-                           seed=lora_a_kernel.draw_seed() if triton else 0)
         lora = (tuple(m.lora_A[ad].weight for m in mods), tuple(m.lora_B[ad].weight for m in mods))
         *outs, h = qkv_product(x, tuple(m.base_layer for m in mods), spec, lora)
         return self._record_node(li, x, outs, h)
@@ -274,9 +273,9 @@ class FusedLoraRecorder:
             if args or kwargs or m.disable_adapters or m.merged or self.adapter not in m.active_adapters:
                 return original(x, *args, **kwargs)
             if mi == 0 or self._inputs[li] is not x:
-                dtype = self._product_applies(li, x)
-                if dtype is not None:
-                    return self._run_product(li, x, dtype)[mi]
+                spec = self._product_spec(li, x)
+                if spec is not None:
+                    return self._run_product(li, x, spec)[mi]
                 dtype = self._branch_applies(li, x)
                 if dtype is not None:
                     return self._run_branch(li, x, dtype)[mi]
