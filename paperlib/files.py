@@ -106,13 +106,17 @@ def read_json(path: Path) -> Any:
 
 
 def check_writable(folder: str | Path, what: str, fix: str) -> None:
-    """Fail now, not after the work, if ``folder`` (created if missing) cannot hold new files."""
+    """Fail now, not after the work, if ``folder`` (created if missing) cannot hold new files.
+
+    The probe file's name is unique per check: the lanes of a sweep check their shared results folder at
+    the same time, and one lane must not replace or remove another's probe."""
     folder = Path(folder)
+    probe = folder / f".write-check.{os.getpid()}.{secrets.token_hex(4)}"
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        with atomic_path(folder / ".write-check") as tmp:
+        with atomic_path(probe) as tmp:
             tmp.write_text("")
-        (folder / ".write-check").unlink()
+        probe.unlink()
     except OSError as err:
         raise ResultsNotWritableError(
             f"{what} {folder} is not writable ({err.__class__.__name__}: {err.strerror or err}); {fix}"

@@ -110,3 +110,24 @@ def test_sweep_workers_die_with_their_parent():
         for p in children:
             if _alive(p):
                 os.kill(p, signal.SIGKILL)
+
+
+def test_writability_checks_of_one_folder_at_once_do_not_fail_each_other(tmp_path, monkeypatch):
+    """Two sweep lanes check the shared results folder at start-up: one lane's probe file must not be
+    replaced or removed by the other's (it was one shared name: the second lane's removal failed, and a
+    writable folder was reported "not writable").  Here the other lane's whole check runs between this
+    check's rename and its removal."""
+    import paperlib.files as files
+
+    real_replace = files.os.replace
+    nested = []
+
+    def replace_then_other_lane(src, dst):
+        real_replace(src, dst)
+        if not nested:
+            nested.append(dst)
+            files.check_writable(tmp_path, "results folder", "fix")  # the other lane, start to end
+
+    monkeypatch.setattr(files.os, "replace", replace_then_other_lane)
+    files.check_writable(tmp_path, "results folder", "fix")
+    assert nested and not list(tmp_path.iterdir())  # both probes gone, nothing else left
