@@ -44,6 +44,7 @@ also runs on the CPU, in float32 and under ``torch.compile`` (the op's mask seed
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -53,7 +54,19 @@ from paperlib.loraild import lora_a_kernel
 from paperlib.loraild.config import LORA_KERNELS
 from paperlib.loraild.lora_branch import LoraBranch
 from paperlib.loraild.models import LORA_TARGETS, encoder_layers
-from paperlib.loraild.qkv_product import ProductSpec, qkv_product
+from paperlib.loraild.qkv_product import ProductSpec, QkvProduct
+
+
+class _LayerQkv(NamedTuple):
+    """A layer's query/key/value as the product reads them: base layers, LoRA-A and LoRA-B modules (q, k,
+    v), the dropout module and its ``p``, and whether every base layer is a plain ``nn.Linear``."""
+
+    base: tuple[nn.Module, ...]
+    lora_a: tuple[nn.Module, ...]
+    lora_b: tuple[nn.Module, ...]
+    dropout: nn.Module
+    p: float
+    plain_base: bool
 
 KERNELS = LORA_KERNELS  # the run setting's values (RunConfig.lora_kernel) are the recorder's
 
@@ -135,6 +148,12 @@ class FusedLoraRecorder:
         self._outs: list[tuple[torch.Tensor, ...] | None] = [None] * self.n_layers
         scales = [{m.scaling[adapter] for m in mods} for mods in self.layers]
         self._branch_scale = [sc.pop() if len(sc) == 1 else None for sc in scales]
+        # what the product reads at every call, looked up once (peft's ModuleDicts cost host time per step)
+        self._qkv = [_LayerQkv(tuple(m.base_layer for m in mods), tuple(m.lora_A[adapter] for m in mods),
+                               tuple(m.lora_B[adapter] for m in mods), mods[0].lora_dropout[adapter],
+                               _dropout_p(mods[0], adapter), all(type(m.base_layer) is nn.Linear for m in mods))
+                     for mods in self.layers]
+        self._specs: dict[tuple, ProductSpec] = {}  # (layer, dropping, dtype) -> the torch features' settings
         for li, mods in enumerate(self.layers):
             for mi, m in enumerate(mods):
                 m.forward = self._forward(li, mi, m)
@@ -206,35 +225,41 @@ class FusedLoraRecorder:
 
     def _product_spec(self, li: int, x: torch.Tensor) -> ProductSpec | None:
         """The settings of layer ``li``'s q/k/v product for ``x`` when the layer runs as one (``product``, and
-        ``compiled_product`` while compiling; plain ``nn.Linear`` base layers, one LoRA scale), else ``None``."""
+        ``compiled_product`` while compiling; plain ``nn.Linear`` base layers, one LoRA scale), else ``None``.
+        The torch features' settings are made once per (layer, dropout on, dtype) and reused."""
         if not self.product or self._branch_scale[li] is None:
             return None
-        if torch.compiler.is_compiling() and not self.compiled_product:
+        compiling = torch.compiler.is_compiling()
+        if compiling and not self.compiled_product:
             return None
-        mods = self.layers[li]
-        if not all(type(m.base_layer) is nn.Linear for m in mods):
+        q = self._qkv[li]
+        if not q.plain_base:
             return None
-        dtype = self._compute_dtype(li, x.device.type)
-        if dtype != x.dtype and not torch.is_autocast_enabled(x.device.type):
+        dev = x.device.type
+        autocast = torch.is_autocast_enabled(dev)
+        a_dtype = q.lora_a[0].weight.dtype
+        dtype = torch.get_autocast_dtype(dev) if autocast and a_dtype.is_floating_point else a_dtype
+        if dtype != x.dtype and not autocast:
             return None  # the composite path raises the products' own dtype error
-        drop = self._dropping(li)
-        triton = drop and self._triton()
-        if triton and not lora_a_kernel.available(x):
-            return None  # the composite path raises the op's error (device)
-        return ProductSpec(p=_dropout_p(mods[0], self.adapter) if drop else 0.0, scale=float(self._branch_scale[li]),
-                           dtype=dtype, features="triton" if triton else "torch",
-                           seed=lora_a_kernel.draw_seed() if triton else 0)
-
-    def _dropping(self, li: int) -> bool:
-        m = self.layers[li][0]
-        return _dropout_p(m, self.adapter) > 0 and m.lora_dropout[self.adapter].training
+        drop = q.p > 0 and q.dropout.training
+        if drop and self._triton():
+            if not lora_a_kernel.available(x):
+                return None  # the composite path raises the op's error (device)
+            return ProductSpec(p=q.p, scale=float(self._branch_scale[li]), dtype=dtype, features="triton",
+                               seed=lora_a_kernel.draw_seed())
+        key = (li, drop, dtype)
+        spec = None if compiling else self._specs.get(key)
+        if spec is None:
+            spec = ProductSpec(p=q.p if drop else 0.0, scale=float(self._branch_scale[li]), dtype=dtype)
+            if not compiling:
+                self._specs[key] = spec
+        return spec
 
     def _run_product(self, li: int, x: torch.Tensor, spec: ProductSpec) -> tuple[torch.Tensor, ...]:
         """All three outputs of layer ``li`` for ``x`` as one product; records the features."""
-        mods = self.layers[li]
-        ad = self.adapter
-        lora = (tuple(m.lora_A[ad].weight for m in mods), tuple(m.lora_B[ad].weight for m in mods))
-        *outs, h = qkv_product(x, tuple(m.base_layer for m in mods), spec, lora)
+        (lq, lk, lv), (aq, ak, av), (bq, bk, bv) = self._qkv[li][:3]
+        *outs, h = QkvProduct.apply(x, lq.weight, lq.bias, lk.weight, lk.bias, lv.weight, lv.bias,
+                                    aq.weight, ak.weight, av.weight, bq.weight, bk.weight, bv.weight, spec)
         return self._record_node(li, x, outs, h)
 
     def _record_node(self, li: int, x: torch.Tensor, outs: list[torch.Tensor],

@@ -66,22 +66,77 @@ class ProductSpec:
     config: lora_a_kernel.Config | None = None  # the Triton op's tiles (None: its default)
 
 
-def _widened_weight(ws, bls, r: int, dtype: torch.dtype) -> torch.Tensor:
-    """``W'`` ``[sum d_m, d + 3r]``: the base weights side by side with the block-diagonal ``B_m``, cast once."""
-    w = torch.cat(ws)
-    if r:
-        w = torch.cat((w, torch.block_diag(*bls)), dim=1)
-    return w.to(dtype)
+def _into(out: torch.Tensor, fn, *args) -> torch.Tensor:
+    """``fn(*args)`` written into ``out`` (a view, possibly strided, possibly of another dtype): one operation
+    with ``out=`` in eager mode; a copy while compiling, where dynamo does not trace a strided ``out=``
+    (inductor fuses the copy)."""
+    if torch.compiler.is_compiling():
+        return out.copy_(fn(*args))
+    return fn(*args, out=out)
+
+
+def _stored(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``t`` contiguous in ``dtype``, as autograd stores a parameter's gradient without copying it: ``t``
+    itself when it already is, else one copy (a cast, or the gather of a strided view)."""
+    if t.dtype == dtype and t.is_contiguous():
+        return t
+    return torch.empty(t.shape, dtype=dtype, device=t.device).copy_(t)
+
+
+def _diagonal_blocks(wide: torch.Tensor, rows: int, d: int, r: int) -> torch.Tensor:
+    """The ``[3, rows, r]`` view of the diagonal blocks of ``wide``'s LoRA columns (``wide`` ``[3 rows, d + 3r]``,
+    a fresh contiguous tensor, storage offset 0): block ``m`` is rows ``m rows ..`` and columns ``d + m r ..``.
+    One call, no copy."""
+    k = d + 3 * r
+    return wide.as_strided((3, rows, r), (rows * k + r, k, 1), d)
+
+
+def _widened_weight(ws, bls, d: int, r: int, scale: float, dtype: torch.dtype) -> torch.Tensor:
+    """``W'`` ``[sum d_m, d + 3r]`` in ``dtype``: the base weights side by side with the block-diagonal
+    ``s B_m`` (three operations: the weights cast into place, the LoRA columns zeroed, the scaled ``B_m``
+    written onto their diagonal blocks)."""
+    rows = [w.shape[0] for w in ws]
+    wc = torch.empty(sum(rows), d + 3 * r, dtype=dtype, device=ws[0].device)
+    if not r:
+        return _into(wc, torch.cat, ws)
+    _into(wc.narrow(1, 0, d), torch.cat, ws)
+    wc.narrow(1, d, 3 * r).zero_()
+    if rows[0] == rows[1] == rows[2]:
+        _into(_diagonal_blocks(wc, rows[0], d, r), torch.mul, torch.stack(bls), scale)
+    else:
+        off = 0
+        for m, b in enumerate(bls):
+            _into(wc[off:off + rows[m], d + m * r:d + (m + 1) * r], torch.mul, b, scale)
+            off += rows[m]
+    return wc
+
+
+def _lora_b_grads(dwc: torch.Tensor, rows: tuple[int, ...], d: int, r: int, scale: float, dtype: torch.dtype):
+    """``dB_m = s dL/d(s B_m)``: the diagonal blocks of ``dW'``'s LoRA columns (``dwc`` ``[sum d_m, d + 3r]``)
+    times ``s``, each contiguous in ``dtype`` (one operation when the three blocks have one shape)."""
+    if rows[0] == rows[1] == rows[2]:
+        out = torch.empty(3, rows[0], r, dtype=dtype, device=dwc.device)
+        return _into(out, torch.mul, _diagonal_blocks(dwc, rows[0], d, r), scale).unbind(0)
+    grads, off = [], 0
+    for m in range(3):
+        out = torch.empty(rows[m], r, dtype=dtype, device=dwc.device)
+        grads.append(_into(out, torch.mul, dwc[off:off + rows[m], d + m * r:d + (m + 1) * r], scale))
+        off += rows[m]
+    return grads
 
 
 class QkvProduct(torch.autograd.Function):
     """``(y_q, y_k, y_v[, H])`` from ``(x, W_q, b_q, W_k, b_k, W_v, b_v, A_q, A_k, A_v, B_q, B_k, B_v, spec)``
     (module docstring).  ``A``/``B`` all ``None``: no LoRA, three outputs.  Biases may be ``None``.
-    ``x`` may have any leading shape; the outputs keep it (views of one ``[N, d_q + d_k + d_v]`` product).
+    ``x`` may have any leading shape; the outputs keep it (views of one ``[N, d_q + d_k + d_v]`` product);
+    ``H`` is a ``[3, N, r]`` view of the widened input ``X'``.
 
     Written for few operations per call (the eager bf16 step is bound by the host dispatching them):
-    splits rather than slices, and parameter gradients returned in the compute dtype, which autograd
-    casts to each parameter's dtype as autocast's own casts would.
+    operands cast straight into place with ``out=``; LoRA's scale kept in ``W'`` (``X' = [x | H]``,
+    ``W'`` holding ``s B_m``), so the features are written into ``X'`` by their own product; and every
+    parameter gradient returned contiguous in its parameter's dtype (``dW`` one cast of ``dW'``'s first
+    ``d`` columns, ``dB`` one scaled copy of its diagonal blocks, ``db`` one sum, ``dA`` one cast), which
+    autograd then stores without a cast or copy of its own.
     """
 
     @staticmethod
@@ -93,33 +148,38 @@ class QkvProduct(torch.autograd.Function):
         lora = a_q is not None
         r = a_q.shape[0] if lora else 0
         dtype = spec.dtype
-        xc = torch.empty(n, d + 3 * r, dtype=dtype, device=x.device)  # X' = [x | s H]
-        xd, xh = xc.split((d, 3 * r), dim=1) if lora else (xc, None)
+        k = d + 3 * r
+        xc = torch.empty(n, k, dtype=dtype, device=x.device)  # X' = [x | H]
+        xd = xc.narrow(1, 0, d) if lora else xc
         xd.copy_(x2)  # the one cast of the layer input
         a = xs = mask = h = None
         drop = lora and spec.p > 0
         if lora:
-            a = torch.stack((a_q, a_k, a_v)).to(dtype)  # [3, r, d]
+            a = _into(torch.empty(3, r, d, dtype=dtype, device=x.device), torch.stack, (a_q, a_k, a_v))
+            h = xc.as_strided((3, n, r), (r, k, 1), d)  # X''s H columns as [3, N, r], written in place below
             if drop and spec.features == "triton":
-                h = lora_a_kernel.forward_features(xd, a, spec.p, spec.seed, spec.config or lora_a_kernel.DEFAULT_CONFIG)
+                h.copy_(lora_a_kernel.forward_features(xd, a, spec.p, spec.seed,
+                                                       spec.config or lora_a_kernel.DEFAULT_CONFIG))
             elif drop:
                 # three independent masks: the ones F.dropout(x.expand(3, N, d)) draws
                 xs, mask = torch.native_dropout(xd.expand(3, n, d), spec.p, True)
-                h = torch.bmm(a, xs.transpose(1, 2)).transpose(1, 2)
+                _into(h, torch.bmm, xs, a.transpose(1, 2))
             else:
-                h = (xd @ a.view(3 * r, d).T).view(n, 3, r).transpose(0, 1)
-            xh.view(n, 3, r).copy_(h.transpose(0, 1) * spec.scale)
-        wc = _widened_weight(ws, (bl_q, bl_k, bl_v), r, dtype)
+                _into(xc.narrow(1, d, 3 * r), torch.mm, xd, a.view(3 * r, d).T)
+        wc = _widened_weight(ws, (bl_q, bl_k, bl_v), d, r, spec.scale, dtype)
         biases = (b_q, b_k, b_v)
-        if all(b is None for b in biases):
-            y = xc @ wc.T
-        else:
-            bias = torch.cat([b if b is not None else w.new_zeros(w.shape[0]) for b, w in zip(biases, ws)]).to(dtype)
-            y = torch.addmm(bias, xc, wc.T)
         rows = tuple(w.shape[0] for w in ws)
-        outs = tuple(piece.view(*lead, piece.shape[1]) for piece in y.split(rows, dim=1))
+        if all(b is None for b in biases):
+            y = torch.mm(xc, wc.T)
+        else:
+            bias = torch.empty(sum(rows), dtype=dtype, device=x.device)
+            _into(bias, torch.cat, [b if b is not None else w.new_zeros(w.shape[0]) for b, w in zip(biases, ws)])
+            y = torch.addmm(bias, xc, wc.T)
+        outs = y.view(*lead, y.shape[1]).split(rows, dim=-1)
         ctx.save_for_backward(xc, wc, a, xs, mask)
-        ctx.meta = (lead, d, r, rows, x.dtype, drop, spec, tuple(b is not None for b in biases))
+        dtypes = (w_q.dtype, next((b.dtype for b in biases if b is not None), None),
+                  a_q.dtype if lora else None, bl_q.dtype if lora else None)
+        ctx.meta = (lead, d, r, rows, x.dtype, drop, spec, tuple(b is not None for b in biases), dtypes)
         ctx.set_materialize_grads(False)
         return (*outs, h) if lora else outs
 
@@ -127,25 +187,39 @@ class QkvProduct(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, *grads):
         xc, wc, a, xs, mask = ctx.saved_tensors
-        lead, d, r, rows, x_dtype, drop, spec, has_bias = ctx.meta
+        lead, d, r, rows, x_dtype, drop, spec, has_bias, (w_dtype, b_dtype, a_dtype, bl_dtype) = ctx.meta
         need = ctx.needs_input_grad
         n = xc.shape[0]
         dtype = spec.dtype
         dh_ild = grads[3] if r else None
-        g = torch.cat([dy.reshape(n, rows[m]) if dy is not None else xc.new_zeros(n, rows[m])
-                       for m, dy in enumerate(grads[:3])], dim=1)  # dY [N, d_q + d_k + d_v]
+        if all(dy is not None for dy in grads[:3]):
+            g = torch.cat(grads[:3], dim=-1).view(n, sum(rows))  # dY [N, d_q + d_k + d_v]
+        else:
+            g = torch.cat([dy.reshape(n, rows[m]) if dy is not None else xc.new_zeros(n, rows[m])
+                           for m, dy in enumerate(grads[:3])], dim=1)
         if g.dtype != dtype:
             g = g.to(dtype)
         need_a = r > 0 and any(need[7:10])
-        dxc = g @ wc if (need[0] or need_a) else None  # [N, d + 3r]: dx and s^-1 dH
-        dwc = g.T @ xc if any(need[i] for i in (1, 3, 5, 10, 11, 12)) else None  # [D, d + 3r]
-        db = g.sum(0).split(rows) if any(need[i] for i in (2, 4, 6)) else (None,) * 3
-        dxd, dxh = dxc.split((d, 3 * r), dim=1) if (dxc is not None and r) else (dxc, None)
+        dxc = torch.mm(g, wc) if (need[0] or need_a) else None  # [N, d + 3r]: dx and dL/dH
+        d_w, d_b, d_a, d_bl = [None] * 3, [None] * 3, [None] * 3, [None] * 3
+        need_w, need_bl = any(need[i] for i in (1, 3, 5)), r > 0 and any(need[10:13])
+        if need_w or need_bl:
+            dwc = torch.mm(g.T, xc)  # [D, d + 3r]: every dW and dL/d(s B)
+            if need_w:
+                dw = _stored(dwc.narrow(1, 0, d), w_dtype).split(rows)
+                d_w = [dw[m] if need[1 + 2 * m] else None for m in range(3)]
+            if need_bl:
+                dbl = _lora_b_grads(dwc, rows, d, r, spec.scale, bl_dtype)
+                d_bl = [dbl[m] if need[10 + m] else None for m in range(3)]
+        if any(need[2 + 2 * m] and has_bias[m] for m in range(3)):
+            db = torch.sum(g, 0, dtype=b_dtype).split(rows)
+            d_b = [db[m] if need[2 + 2 * m] and has_bias[m] else None for m in range(3)]
         dx_a = da = None
-        xd = xc.narrow(1, 0, d)
         if r and (need[0] or need_a):
-            dh = dxh.view(n, 3, r).transpose(0, 1)
-            dh = torch.add(dh_ild.to(dtype), dh, alpha=spec.scale) if dh_ild is not None else dh * spec.scale
+            xd = xc.narrow(1, 0, d)
+            dh = dxc.as_strided((3, n, r), (r, d + 3 * r, 1), d)  # dL/dH from the product, [3, N, r]
+            if dh_ild is not None:
+                dh = torch.add(dh, dh_ild if dh_ild.dtype == dtype else dh_ild.to(dtype))
             if drop and spec.features == "triton":
                 dx_a, da = lora_a_kernel.backward_features(xd, a, dh, spec.p, spec.seed,
                                                            spec.config or lora_a_kernel.DEFAULT_CONFIG, need[0], need_a)
@@ -160,23 +234,17 @@ class QkvProduct(torch.autograd.Function):
                     dx_a = dh_flat @ a.view(3 * r, d)
                 if need_a:
                     da = (dh_flat.T @ xd).view(3, r, d)
+            if da is not None:
+                da = _stored(da, a_dtype).unbind(0)
+                d_a = [da[m] if need[7 + m] else None for m in range(3)]
         dx = None
         if need[0]:
-            dx = torch.empty(n, d, dtype=x_dtype, device=xc.device)
+            dxd = dxc.narrow(1, 0, d)
             if dx_a is not None:
-                torch.add(dxd, dx_a, out=dx)  # summed in the compute dtype's opmath, stored in x's dtype
+                dx = torch.add(dxd, dx_a, out=torch.empty(n, d, dtype=x_dtype, device=xc.device))
             else:
-                dx.copy_(dxd)
+                dx = dxd.to(x_dtype)
             dx = dx.view(*lead, d)
-        d_w, d_bl = [None] * 3, [None] * 3
-        if dwc is not None:
-            for m, piece in enumerate(dwc.split(rows)):
-                cols = piece.split((d, r, r, r), dim=1) if r else (piece,)
-                d_w[m] = cols[0] if need[1 + 2 * m] else None
-                d_bl[m] = cols[1 + m] if r and need[10 + m] else None
-        d_b = [db[m] if need[2 + 2 * m] and has_bias[m] else None for m in range(3)]
-        d_a = list(da.unbind(0)) if da is not None else [None] * 3
-        d_a = [d_a[m] if need[7 + m] else None for m in range(3)]
         return (dx, d_w[0], d_b[0], d_w[1], d_b[1], d_w[2], d_b[2], *d_a, *d_bl, None)
 
 

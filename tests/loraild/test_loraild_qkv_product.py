@@ -49,13 +49,17 @@ def _peft_formula(leaves, p, s, seed=7):
 
 @pytest.mark.parametrize("p", [0.0, 0.3])
 @pytest.mark.parametrize("bias", [True, False])
-def test_product_is_peft_lora_in_outputs_features_and_every_gradient(p, bias):
+@pytest.mark.parametrize("outs", [(12, 12, 10), (12, 12, 12)])
+@pytest.mark.parametrize("scale", [2.0, 0.3])
+def test_product_is_peft_lora_in_outputs_features_and_every_gradient(p, bias, outs, scale):
     """fp64: outputs and features equal the formula with the same masks; every gradient (x, W, b, A, B,
-    with a gradient on the features as the ILD loss gives) equals autograd of the formula."""
-    spec = ProductSpec(p=p, scale=2.0, dtype=torch.float64)
-    leaves = _leaves(bias=bias)
+    with a gradient on the features as the ILD loss gives) equals autograd of the formula.  Projections of
+    one width take the one-view path for the ``s B`` blocks and their gradients, others the per-block one;
+    a scale that is not a power of two checks where ``s`` is applied."""
+    spec = ProductSpec(p=p, scale=scale, dtype=torch.float64)
+    leaves = _leaves(bias=bias, outs=outs)
     got = _apply(leaves, spec)
-    want = _peft_formula(leaves, p, 2.0)
+    want = _peft_formula(leaves, p, scale)
     for g_, w_ in zip(got, want):
         torch.testing.assert_close(g_, w_, rtol=1e-12, atol=1e-12)
     gen = torch.Generator().manual_seed(3)
@@ -65,6 +69,24 @@ def test_product_is_peft_lora_in_outputs_features_and_every_gradient(p, bias):
     g_want = torch.autograd.grad(want, params, cot)
     for i, (a, b) in enumerate(zip(g_got, g_want)):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12, msg=f"gradient {i}")
+
+
+@pytest.mark.parametrize("autocast", [False, True])
+def test_parameter_gradients_are_stored_as_returned_without_a_copy(autocast):
+    """The product returns every parameter gradient contiguous in its parameter's dtype (float32 under
+    bf16 autocast), so autograd stores it as it is: the three base weights' gradients are row blocks of
+    one tensor, and so are the three A's and the three B's (autograd would have copied a strided or
+    bf16 gradient into a tensor of its own)."""
+    leaves = [t.detach().float().requires_grad_() if t is not None else None for t in _leaves(outs=(12, 12, 12))]
+    x, wq, wk, wv, bq, bk, bv, aq, ak, av, blq, blk, blv = leaves
+    dtype = torch.bfloat16 if autocast else torch.float32
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        *ys, h = _apply(leaves, ProductSpec(p=0.2, scale=2.0, dtype=dtype))
+        loss = sum(y.float().square().sum() for y in ys) + h.float().square().sum()
+    loss.backward()
+    for group in ((wq, wk, wv), (aq, ak, av), (blq, blk, blv), (bq, bk, bv)):
+        assert all(t.grad.dtype == torch.float32 and t.grad.is_contiguous() for t in group)
+        assert len({t.grad.untyped_storage().data_ptr() for t in group}) == 1
 
 
 def test_product_passes_gradcheck_with_dropout():
