@@ -348,15 +348,20 @@ twentyfirst1)  # round 12: compiled students tracing the product (compiled_produ
     --json "$OUT/loraild_compile_b128_product.json"
   ;;
 twentysecond1)  # round 13: the leaner q/k/v product (out= writes, LoRA's scale in W', gradients returned contiguous in
-  # their parameters' dtypes) and Vanilla KD's cached lookup reading only its logits: bf16 step table of many short
-  # interleaved repeats (a busy host's slow spells last seconds), fp32, then profiles
+  # their parameters' dtypes) and Vanilla KD's cached lookup reading only its logits: the product's tests on the GPU,
+  # a bf16 step table of many short interleaved repeats (a busy host's slow spells last seconds), fp32 with profiles,
+  # and the compiled (CUDA graphs) step
+  step "$OUT/card0.log" python -m pytest -q -p no:cacheprovider tests/loraild/test_loraild_qkv_product.py
   step "$OUT/card0.log" python bench/bench_loraild.py --dtypes bf16 --batch 128 --modes cached --steps 20 --warmup 8 \
-    --repeats 15 --methods vanilla_kd loraild_fixed loraild_average --lora-paths fused \
+    --repeats 15 --methods vanilla_kd loraild_fixed --lora-paths fused \
     --json "$OUT/loraild_steps_b128_lean_product.json"
   step "$OUT/card0.log" python bench/bench_loraild.py --dtypes fp32 --batch 128 --modes cached --steps 30 --warmup 5 \
     --repeats 3 --methods vanilla_kd loraild_fixed --lora-paths fused \
     --json "$OUT/loraild_steps_fp32_b128_lean_product.json" --profile "$OUT/profile_loraild_b128_lean.txt" \
     --profile-method vanilla_kd loraild_fixed
+  step "$OUT/card0.log" python bench/bench_loraild.py --compile reduce-overhead --dtypes bf16 --batch 128 --modes cached \
+    --steps 40 --warmup 30 --repeats 1 --methods vanilla_kd loraild_fixed --lora-paths fused \
+    --json "$OUT/loraild_steps_b128_compiled_lean_product.json"
   ;;
 *)
   echo "usage: bash bench/run_gpu_benches.sh single|multi|sweep|final|third1|third2|fourth1|fourth2|fifth1|fifth2|sixth1|sixth2|seventh1|seventh2prep|seventh2|eighth1prep|eighth1|ninth1|tenth1prep|tenth1|tenth2|eleventh1prep|eleventh1|twelfth1prep|twelfth1|thirteenth1|fourteenth1|fifteenth1|sixteenth1|seventeenth1|eighteenth1|nineteenth1|twentieth1|twentyfirst1|twentysecond1" >&2

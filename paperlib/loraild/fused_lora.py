@@ -19,9 +19,10 @@ kernel launches (``bench/README.md``).  Here, per layer, with ``N = B T`` tokens
 
 By default (``product=True``) a layer goes one step further: its query call
 computes the base projections and the LoRA of all three modules as one matrix product of the input
-widened by the scaled features (:class:`~paperlib.loraild.qkv_product.QkvProduct`, one autograd node;
-the same masks as the torch path below), which removes the three ``addmm`` and their backward, and
-autocast's three casts of the input (``bench/README.md`` section 7, round 12).  Compiled students trace
+widened by the features, times the weights widened by the scaled ``B`` blocks
+(:class:`~paperlib.loraild.qkv_product.QkvProduct`, one autograd node; the same masks as the torch path
+below), which removes the three ``addmm`` and their backward, and autocast's three casts of the input
+and twelve of the gradients (``bench/README.md`` section 7, rounds 12 and 13).  Compiled students trace
 the product too (``compiled_product``: a CUDA-graph step took 20.9 against 22.1 ms with the composite
 path).  The composite path described above stays for ``product=False``.
 

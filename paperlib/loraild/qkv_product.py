@@ -7,15 +7,17 @@ training, dropout ``p`` with an independent keep mask per module (the authors' p
     H_m = A_m dropout_m(x)                 the LoRA-A features, eq. 3's record h_x  ([3, N, r] for the three)
     y_m = W_m x + b_m + s B_m H_m          peft's LoRA output
 
-The three outputs are one product of the input widened by the scaled features with a block weight:
+The three outputs are one product of the input widened by the features with a block weight holding the
+scaled ``B_m``:
 
-    [y_q  y_k  y_v] = X' W'^T + [b_q  b_k  b_v],   X' = [x  sH_q  sH_k  sH_v]   ([N, d + 3r]),
-    W' = [[W_q, B_q, 0, 0], [W_k, 0, B_k, 0], [W_v, 0, 0, B_v]]                  ([d_q + d_k + d_v, d + 3r])
+    [y_q  y_k  y_v] = X' W'^T + [b_q  b_k  b_v],   X' = [x  H_q  H_k  H_v]   ([N, d + 3r]),
+    W' = [[W_q, sB_q, 0, 0], [W_k, 0, sB_k, 0], [W_v, 0, 0, sB_v]]            ([d_q + d_k + d_v, d + 3r])
 
-and its backward is two products: ``dX' = dY W'`` holds ``dx`` (first ``d`` columns) and ``s^-1 dH``
-(the rest; the block structure keeps ``dH_m = s dy_m B_m``), ``dW' = dY^T X'`` holds every ``dW_m`` and
-``dB_m = s dy_m^T H_m``.  The features' own backward adds ``dx += sum_m dropout_m^T(dH_m A_m)`` and
-``dA_m = dH_m^T dropout_m(x)``, with ``dH_m`` including the ILD loss's gradient.
+and its backward is two products: ``dX' = dY W'`` holds ``dx`` (first ``d`` columns) and ``dH`` (the
+rest; the block structure keeps ``dH_m = s dy_m B_m``), ``dW' = dY^T X'`` holds every ``dW_m`` and, on its
+diagonal blocks, ``dB_m / s = dy_m^T H_m``.  The features' own backward adds
+``dx += sum_m dropout_m^T(dH_m A_m)`` and ``dA_m = dH_m^T dropout_m(x)``, with ``dH_m`` including the ILD
+loss's gradient.  ``H`` is returned as a ``[3, N, r]`` view of ``X'``: the features' product writes it there.
 
 So the LoRA's ``B`` side costs no kernels of its own: it rides in the q/k/v product (``3r = 96`` more
 columns of ``K = 768`` at the paper's sizes), where peft runs three ``addmm`` forward and six products
@@ -27,17 +29,17 @@ op (:mod:`~paperlib.loraild.lora_a_kernel`, masks regenerated in backward).  Wit
 (:class:`PlainQkv`) it is just the three base projections as one product.
 
 Arithmetic is in ``dtype`` (autocast's, or the weights'); the input's gradient is returned in the
-input's dtype, and parameter gradients in ``dtype`` for autograd to cast to each parameter's (fp32 under
-autocast), as autocast's own casts would.  ``tests/loraild/test_loraild_qkv_product.py`` checks outputs
+input's dtype, and every parameter gradient contiguous in its parameter's dtype (fp32 under autocast, the
+value autocast's own casts would give), so that autograd stores it without a copy of its own.  ``tests/loraild/test_loraild_qkv_product.py`` checks outputs
 and every gradient against fp64 autograd of peft's formula with the same masks (and ``gradcheck``),
 against the composite path of :class:`~paperlib.loraild.fused_lora.FusedLoraRecorder` and against
 unpatched ``nn.Linear``.
 
-Measured (``bench/README.md`` section 7, round 12, one H100, 128 x 128 tokens): the LoRAILD step keeps
-the device busy 1.11x as long as Vanilla KD's (1.29x with the composite path, on an H200), and takes 1.11x its time
-in fp32 and 1.20-1.34x in bf16, where both steps wait on the host (1.30-1.54x with the composite path);
-compiled with CUDA graphs, where dynamo traces it (it passes its settings as plain values and writes no
-strided ``out=``), 1.16x (1.22x with the composite path).
+Measured (``bench/README.md`` section 7, rounds 12 and 13, one H100, 128 x 128 tokens): the LoRAILD step keeps
+the device busy 1.10x as long as Vanilla KD's. It takes 1.11x Vanilla KD's time in fp32. In bf16 it takes 1.10x
+in the repeats where the host keeps up and 1.21x over all repeats on busy hosts, where the step waits on the host
+running this module's Python. Compiled with CUDA graphs, where dynamo traces it (its settings are plain values;
+its ``out=`` writes become copies there), it takes 1.13-1.17x.
 """
 
 from __future__ import annotations
