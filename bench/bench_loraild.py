@@ -21,7 +21,8 @@ Usage: ``PYTHONPATH=. python bench/bench_loraild.py [--steps 40] [--json out.jso
 ``--lora-paths fused hooks`` times the LoRAILD rows with the fused q/k/v LoRA (paperlib's default)
 and with peft's per-module LoRA plus feature hooks (the earlier path); ``fused-torch`` /
 ``fused-triton`` force the features' kernel (``fused`` is ``kernel="auto"``, the torch path since round 9);
-``fused-composite`` is the Triton features without the one-node branch (``one_node=False``).  ``--section compile | run |
+``fused-composite`` is the Triton features without the one-node branch (``one_node=False``); on a GPU ``fused`` runs
+the product's C++ twin (:mod:`paperlib.loraild.qkv_native`), ``fused-python`` the Python one.  ``--section compile | run |
 kmeans``: eager vs compiled losses, per-phase times of one CLI run, device k-means vs scikit-learn
 (:mod:`loraild_sections`).
 """
@@ -38,7 +39,7 @@ import numpy as np
 import torch
 from transformers import AutoModelForSequenceClassification, RobertaConfig
 
-from paperlib.loraild import teacher_cache as tc
+from paperlib.loraild import qkv_native, teacher_cache as tc
 from paperlib.loraild.alignment import LayerAligner, rail_layers
 from paperlib.loraild.config import METHODS, TaskSpec
 from paperlib.loraild.curriculum import method_weights
@@ -89,7 +90,11 @@ def make_split(n: int, seq: int, vocab: int, seed: int = 0) -> EncodedSplit:
 LORA_PATHS: dict[str, tuple[str, bool, bool] | tuple[None, None, None]] = {
     "fused": ("auto", True, True), "fused-torch": ("torch", True, True), "fused-triton": ("triton", True, True),
     "composite": ("auto", True, False), "branch": ("triton", True, False),
-    "fused-composite": ("triton", False, False), "hooks": (None, None, None)}
+    "fused-composite": ("triton", False, False), "hooks": (None, None, None),
+    "fused-python": ("auto", True, True)}
+#: paths whose eager product stays in Python (FusedLoraRecorder(native="off")); the others run the C++ product
+#: (paperlib.loraild.qkv_native) on a GPU where it builds
+PYTHON_PRODUCT = ("fused-python",)
 #: --vanilla-qkv: the students without LoRA: HF's three nn.Linear, or one product per layer (PlainQkv)
 PLAIN_QKV = ("linear", "product")
 
@@ -119,6 +124,7 @@ def bench_method(name: str, mode: str, bf16: bool, teacher, t_recorder, t_cfg, s
     if fused and model.recorder is not None:
         model.recorder.one_node = one_node
         model.recorder.product = product
+        model.recorder.native = "off" if path in PYTHON_PRODUCT else "auto"
     if not method.student_lora and path == "product":
         plain = PlainQkv(encoder_layers(student))
     model.train()
@@ -245,7 +251,8 @@ def main() -> None:
                     help="student LoRA of the LoRAILD rows: fused (paperlib's default: one q/k/v product per layer, "
                          "torch features; fused-torch / fused-triton force the features), composite (round 11's "
                          "default: the composite fused path), branch (Triton features, one-node branch), "
-                         "fused-composite (Triton features, no branch) and/or peft + hooks")
+                         "fused-composite (Triton features, no branch), fused-python (the product in Python, not "
+                         "its C++ twin) and/or peft + hooks")
     ap.add_argument("--compile-composite", action="store_true",
                     help="--section compile: compiled students keep round 11's composite path "
                          "(FusedLoraRecorder.compiled_product=False); for the step table use --lora-paths composite")
@@ -296,6 +303,10 @@ def main() -> None:
                 json.dump({"section": "kmeans", "info": info, **out}, fh, indent=1)
         return
 
+    if device.type == "cuda":  # build (or load) the C++ product before any row is timed
+        t0 = time.perf_counter()
+        info["cpp_product"] = qkv_native.available()
+        print(f"C++ q/k/v product available: {info['cpp_product']} ({time.perf_counter() - t0:.1f} s to build or load)")
     teacher = build_teacher(t_cfg, args.rank, device)
     info["attn_implementation"] = teacher.config._attn_implementation
     info["compile"] = args.compile

@@ -363,8 +363,22 @@ twentysecond1)  # round 13: the leaner q/k/v product (out= writes, LoRA's scale 
     --steps 40 --warmup 30 --repeats 1 --methods vanilla_kd loraild_fixed --lora-paths fused \
     --json "$OUT/loraild_steps_b128_compiled_lean_product.json"
   ;;
+twentythird1)  # round 13: the C++ q/k/v product (paperlib.loraild.qkv_native, FusedLoraRecorder(native="auto")) against
+  # the Python one: its tests on the GPU (bit for bit), the bf16 step table with both, fp32 with profiles, a CLI run
+  step "$OUT/card0.log" python -m pytest -q -p no:cacheprovider tests/loraild/test_loraild_qkv_native.py \
+    tests/loraild/test_loraild_qkv_product.py
+  step "$OUT/card0.log" python bench/bench_loraild.py --dtypes bf16 --batch 128 --modes cached --steps 20 --warmup 8 \
+    --repeats 15 --methods vanilla_kd loraild_fixed --lora-paths fused fused-python \
+    --json "$OUT/loraild_steps_b128_cpp_product.json"
+  step "$OUT/card0.log" python bench/bench_loraild.py --dtypes fp32 --batch 128 --modes cached --steps 30 --warmup 5 \
+    --repeats 3 --methods vanilla_kd loraild_fixed --lora-paths fused \
+    --json "$OUT/loraild_steps_fp32_b128_cpp_product.json" --profile "$OUT/profile_loraild_b128_cpp.txt" \
+    --profile-method vanilla_kd loraild_fixed
+  step "$OUT/card0.log" python bench/bench_loraild.py --section run --run-precision bf16 --run-epochs 3 --run-steps 100 \
+    --run-compile off --json "$OUT/run_bf16_cpp_product.json"
+  ;;
 *)
-  echo "usage: bash bench/run_gpu_benches.sh single|multi|sweep|final|third1|third2|fourth1|fourth2|fifth1|fifth2|sixth1|sixth2|seventh1|seventh2prep|seventh2|eighth1prep|eighth1|ninth1|tenth1prep|tenth1|tenth2|eleventh1prep|eleventh1|twelfth1prep|twelfth1|thirteenth1|fourteenth1|fifteenth1|sixteenth1|seventeenth1|eighteenth1|nineteenth1|twentieth1|twentyfirst1|twentysecond1" >&2
+  echo "usage: bash bench/run_gpu_benches.sh single|multi|sweep|final|third1|third2|fourth1|fourth2|fifth1|fifth2|sixth1|sixth2|seventh1|seventh2prep|seventh2|eighth1prep|eighth1|ninth1|tenth1prep|tenth1|tenth2|eleventh1prep|eleventh1|twelfth1prep|twelfth1|thirteenth1|fourteenth1|fifteenth1|sixteenth1|seventeenth1|eighteenth1|nineteenth1|twentieth1|twentyfirst1|twentysecond1|twentythird1" >&2
   exit 2
   ;;
 esac

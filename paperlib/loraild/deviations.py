@@ -144,7 +144,8 @@ DEVIATIONS: list[Deviation] = [
         original="authors' code: peft's LoRA layers, one dropout mask per module drawn by peft",
         ours="fused q/k/v LoRA (paperlib.loraild.fused_lora): one batched LoRA-A product per layer, "
              "and the layer's query/key/value projections with their LoRA-B updates "
-             "as one matrix product (paperlib.loraild.qkv_product); an independent dropout mask per module "
+             "as one matrix product (paperlib.loraild.qkv_product, on GPUs its C++ twin "
+             "paperlib.loraild.qkv_native, equal bit for bit); an independent dropout mask per module "
              "drawn from another random stream (torch's dropout; with lora_kernel=triton the Triton op "
              "paperlib.loraild.lora_a_kernel, whose Philox masks are seeded from torch's CPU generator)",
         why="one product instead of three per layer, and the features are recorded without extra "

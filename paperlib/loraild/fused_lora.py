@@ -51,7 +51,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from paperlib.loraild import lora_a_kernel
+from paperlib.loraild import lora_a_kernel, qkv_native
 from paperlib.loraild.config import LORA_KERNELS
 from paperlib.loraild.lora_branch import LoraBranch
 from paperlib.loraild.models import LORA_TARGETS, encoder_layers
@@ -70,6 +70,15 @@ class _LayerQkv(NamedTuple):
     plain_base: bool
 
 KERNELS = LORA_KERNELS  # the run setting's values (RunConfig.lora_kernel) are the recorder's
+NATIVE = ("auto", "on", "off")  # FusedLoraRecorder(native=...): who runs the eager product (qkv_native)
+
+
+def _native_error() -> str:
+    try:
+        qkv_native.load()
+    except RuntimeError as e:
+        return str(e)
+    return ""
 
 
 def dropout_lora_a_torch(x2: torch.Tensor, a: torch.Tensor, p: float) -> torch.Tensor:
@@ -114,6 +123,10 @@ class FusedLoraRecorder:
     from ``kernel``'s path; the same masks as the composite path for the torch features.
     ``compiled_product`` (default): under ``torch.compile`` too, dynamo tracing the product into the
     student's graph (torch features only); ``False`` keeps the composite path there (round 11's).
+    ``native`` picks who runs the eager product with torch features: ``"auto"`` (default) the C++ twin
+    (:mod:`~paperlib.loraild.qkv_native`, the same values from the same random state, less host time) on
+    CUDA inputs where it can be built, else Python; ``"on"`` the C++ one on every device (an error where
+    it cannot be built); ``"off"`` Python.
 
     ``one_node`` (with ``product=False``): where the Triton op runs, the layer's query call computes all
     three outputs as one autograd node (:class:`~paperlib.loraild.lora_branch.LoraBranch`), instead of
@@ -121,9 +134,14 @@ class FusedLoraRecorder:
     """
 
     def __init__(self, model: nn.Module, adapter: str = "default", kernel: str = "auto", one_node: bool = True,
-                 product: bool = True, compiled_product: bool = True):
+                 product: bool = True, compiled_product: bool = True, native: str = "auto"):
         if kernel not in KERNELS:
             raise ValueError(f"kernel must be one of {KERNELS}, not {kernel!r}")
+        if native not in NATIVE:
+            raise ValueError(f"native must be one of {NATIVE}, not {native!r}")
+        if native == "on" and not qkv_native.available():
+            raise ValueError(f"native='on': {_native_error()}")
+        self.native = native
         if kernel == "triton" and not lora_a_kernel.triton_installed():
             raise ValueError("kernel='triton' needs triton, which is not installed")
         self.kernel = kernel
@@ -257,11 +275,25 @@ class FusedLoraRecorder:
         return spec
 
     def _run_product(self, li: int, x: torch.Tensor, spec: ProductSpec) -> tuple[torch.Tensor, ...]:
-        """All three outputs of layer ``li`` for ``x`` as one product; records the features."""
-        (lq, lk, lv), (aq, ak, av), (bq, bk, bv) = self._qkv[li][:3]
-        *outs, h = QkvProduct.apply(x, lq.weight, lq.bias, lk.weight, lk.bias, lv.weight, lv.bias,
-                                    aq.weight, ak.weight, av.weight, bq.weight, bk.weight, bv.weight, spec)
+        """All three outputs of layer ``li`` for ``x`` as one product (C++ or Python, ``native``); records
+        the features."""
+        base, (aq, ak, av), (bq, bk, bv) = self._qkv[li][:3]
+        if self._native(x) and qkv_native.applies(x, base, spec):
+            *outs, h = qkv_native.qkv_lora(x, base, (aq.weight, ak.weight, av.weight),
+                                           (bq.weight, bk.weight, bv.weight), spec)
+        else:
+            lq, lk, lv = base
+            *outs, h = QkvProduct.apply(x, lq.weight, lq.bias, lk.weight, lk.bias, lv.weight, lv.bias,
+                                        aq.weight, ak.weight, av.weight, bq.weight, bk.weight, bv.weight, spec)
         return self._record_node(li, x, outs, h)
+
+    def _native(self, x: torch.Tensor) -> bool:
+        """Whether the C++ product runs for ``x`` (``native``; ``"auto"``: CUDA inputs, once it is built)."""
+        if self.native == "off":
+            return False
+        if self.native == "on":
+            return True
+        return x.is_cuda and qkv_native.available()
 
     def _record_node(self, li: int, x: torch.Tensor, outs: list[torch.Tensor],
                      h: torch.Tensor) -> tuple[torch.Tensor, ...]:
