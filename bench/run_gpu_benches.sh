@@ -377,8 +377,13 @@ twentythird1)  # round 13: the C++ q/k/v product (paperlib.loraild.qkv_native, F
   step "$OUT/card0.log" python bench/bench_loraild.py --section run --run-precision bf16 --run-epochs 3 --run-steps 100 \
     --run-compile off --json "$OUT/run_bf16_cpp_product.json"
   ;;
+twentyfourth1)  # round 13: the C++ product's step again, for every LoRAILD alignment (Fixed, Average, Random step)
+  step "$OUT/card0.log" python bench/bench_loraild.py --dtypes bf16 --batch 128 --modes cached --steps 20 --warmup 8 \
+    --repeats 12 --methods vanilla_kd loraild_fixed loraild_average loraild_random_step --lora-paths fused \
+    --json "$OUT/loraild_steps_b128_cpp_product_alignments.json"
+  ;;
 *)
-  echo "usage: bash bench/run_gpu_benches.sh single|multi|sweep|final|third1|third2|fourth1|fourth2|fifth1|fifth2|sixth1|sixth2|seventh1|seventh2prep|seventh2|eighth1prep|eighth1|ninth1|tenth1prep|tenth1|tenth2|eleventh1prep|eleventh1|twelfth1prep|twelfth1|thirteenth1|fourteenth1|fifteenth1|sixteenth1|seventeenth1|eighteenth1|nineteenth1|twentieth1|twentyfirst1|twentysecond1|twentythird1" >&2
+  echo "usage: bash bench/run_gpu_benches.sh single|multi|sweep|final|third1|third2|fourth1|fourth2|fifth1|fifth2|sixth1|sixth2|seventh1|seventh2prep|seventh2|eighth1prep|eighth1|ninth1|tenth1prep|tenth1|tenth2|eleventh1prep|eleventh1|twelfth1prep|twelfth1|thirteenth1|fourteenth1|fifteenth1|sixteenth1|seventeenth1|eighteenth1|nineteenth1|twentieth1|twentyfirst1|twentysecond1|twentythird1|twentyfourth1" >&2
   exit 2
   ;;
 esac
