@@ -38,7 +38,8 @@ unpatched ``nn.Linear``.
 Measured (``bench/README.md`` section 7, rounds 12 and 13, one H100, 128 x 128 tokens): the LoRAILD step keeps
 the device busy 1.10x as long as Vanilla KD's. It takes 1.11x Vanilla KD's time in fp32. In bf16 it takes 1.10x
 in the repeats where the host keeps up and 1.21x over all repeats on busy hosts, where the step waits on the host
-running this module's Python. Compiled with CUDA graphs, where dynamo traces it (its settings are plain values;
+running this module's Python.  On GPUs its C++ twin (:mod:`~paperlib.loraild.qkv_native`) runs instead, and the
+step takes 1.10-1.14x. Compiled with CUDA graphs, where dynamo traces it (its settings are plain values;
 its ``out=`` writes become copies there), it takes 1.13-1.17x.
 """
 
