@@ -55,6 +55,7 @@ def load():
         first = (str(e).strip().splitlines() or [""])[0][:200]
         _error = (f"the C++ q/k/v product could not be built ({type(e).__name__}: {first}); it needs a C++ compiler "
                   "and ninja (pip install ninja). The Python product gives the same results")
+        print(f"paperlib: {_error}; using the Python product", file=sys.stderr, flush=True)  # said once per process
         raise RuntimeError(_error) from None
     return _ext
 

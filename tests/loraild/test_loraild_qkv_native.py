@@ -95,9 +95,9 @@ def test_auto_keeps_python_on_the_cpu(monkeypatch):
     model(**batch()).logits.sum().backward()
 
 
-def test_a_failed_build_leaves_the_python_product_and_says_why(monkeypatch):
-    """No compiler or ninja: ``available()`` is False, ``"auto"`` keeps Python even for CUDA inputs, and
-    ``"on"`` refuses with one line naming what is missing."""
+def test_a_failed_build_leaves_the_python_product_and_says_why(monkeypatch, capsys):
+    """No compiler or ninja: the build's failure is said once in one line, ``available()`` is False,
+    ``"auto"`` keeps Python even for CUDA inputs, and ``"on"`` refuses with one line naming what is missing."""
     from torch.utils import cpp_extension
 
     def no_compiler(*args, **kwargs):
@@ -107,6 +107,9 @@ def test_a_failed_build_leaves_the_python_product_and_says_why(monkeypatch):
     monkeypatch.setattr(qkv_native, "_error", None)
     monkeypatch.setattr(cpp_extension, "load", no_compiler)
     assert not qkv_native.available()
+    assert not qkv_native.available()
+    said = [line for line in capsys.readouterr().err.splitlines() if "could not be built" in line]
+    assert len(said) == 1 and "using the Python product" in said[0]
     rec = FusedLoraRecorder(tiny_student(0.0))
     assert rec._native(types.SimpleNamespace(is_cuda=True)) is False
     with pytest.raises(ValueError) as err:
