@@ -83,18 +83,16 @@ def make_split(n: int, seq: int, vocab: int, seed: int = 0) -> EncodedSplit:
     return EncodedSplit(ids.tolist(), None, labels)
 
 
-#: --lora-paths: the LoRAILD student's LoRA -> (FusedLoraRecorder's kernel, one_node, product), None for "hooks".
-#: "fused" is paperlib's default (one q/k/v product per layer, torch features, compiled students included);
-#: "composite" round 11's default (the composite fused path, torch features); "branch" the Triton features in the
-#: one-node branch (round 9)
-LORA_PATHS: dict[str, tuple[str, bool, bool] | tuple[None, None, None]] = {
-    "fused": ("auto", True, True), "fused-torch": ("torch", True, True), "fused-triton": ("triton", True, True),
-    "composite": ("auto", True, False), "branch": ("triton", True, False),
-    "fused-composite": ("triton", False, False), "hooks": (None, None, None),
-    "fused-python": ("auto", True, True)}
-#: paths whose eager product stays in Python (FusedLoraRecorder(native="off")); the others run the C++ product
-#: (paperlib.loraild.qkv_native) on a GPU where it builds
-PYTHON_PRODUCT = ("fused-python",)
+#: --lora-paths: the LoRAILD student's LoRA -> (FusedLoraRecorder's kernel, one_node, product, native), None for
+#: "hooks".  "fused" is paperlib's default (one q/k/v product per layer, torch features, compiled students included,
+#: its C++ twin paperlib.loraild.qkv_native on a GPU where it builds); "fused-python" the same product kept in
+#: Python; "composite" round 11's default (the composite fused path, torch features); "branch" the Triton features
+#: in the one-node branch (round 9)
+LORA_PATHS: dict[str, tuple[str, bool, bool, str] | tuple[None, None, None, None]] = {
+    "fused": ("auto", True, True, "auto"), "fused-torch": ("torch", True, True, "auto"),
+    "fused-triton": ("triton", True, True, "auto"), "composite": ("auto", True, False, "auto"),
+    "branch": ("triton", True, False, "auto"), "fused-composite": ("triton", False, False, "auto"),
+    "hooks": (None, None, None, None), "fused-python": ("auto", True, True, "off")}
 #: --vanilla-qkv: the students without LoRA: HF's three nn.Linear, or one product per layer (PlainQkv)
 PLAIN_QKV = ("linear", "product")
 
@@ -116,7 +114,7 @@ def bench_method(name: str, mode: str, bf16: bool, teacher, t_recorder, t_cfg, s
     method = METHODS[name]
     plain = None
     fused = path != "hooks"  # path: one of LORA_PATHS for a LoRA student, of PLAIN_QKV for the others
-    kernel, one_node, product = LORA_PATHS[path] if method.student_lora else ("auto", True, True)
+    kernel, one_node, product, native = LORA_PATHS[path] if method.student_lora else ("auto", True, True, "auto")
     torch.manual_seed(0)
     student = build_student(s_cfg, args.rank if method.student_lora else None, device)
     model = DistillModel(student, method, TASK, t_cfg.num_hidden_layers, t_cfg.hidden_size,
@@ -124,7 +122,7 @@ def bench_method(name: str, mode: str, bf16: bool, teacher, t_recorder, t_cfg, s
     if fused and model.recorder is not None:
         model.recorder.one_node = one_node
         model.recorder.product = product
-        model.recorder.native = "off" if path in PYTHON_PRODUCT else "auto"
+        model.recorder.native = native
     if not method.student_lora and path == "product":
         plain = PlainQkv(encoder_layers(student))
     model.train()

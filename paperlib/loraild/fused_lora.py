@@ -73,14 +73,6 @@ KERNELS = LORA_KERNELS  # the run setting's values (RunConfig.lora_kernel) are t
 NATIVE = ("auto", "on", "off")  # FusedLoraRecorder(native=...): who runs the eager product (qkv_native)
 
 
-def _native_error() -> str:
-    try:
-        qkv_native.load()
-    except RuntimeError as e:
-        return str(e)
-    return ""
-
-
 def dropout_lora_a_torch(x2: torch.Tensor, a: torch.Tensor, p: float) -> torch.Tensor:
     """``[3, N, r]``: ``H[c] = dropout_c(x2) A[c]^T`` in torch, three independently dropped-out copies
     of ``x2`` ``[N, d]`` (one dropout of a stride-0 view) and one batched product with ``a`` ``[3, r, d]``
@@ -139,8 +131,11 @@ class FusedLoraRecorder:
             raise ValueError(f"kernel must be one of {KERNELS}, not {kernel!r}")
         if native not in NATIVE:
             raise ValueError(f"native must be one of {NATIVE}, not {native!r}")
-        if native == "on" and not qkv_native.available():
-            raise ValueError(f"native='on': {_native_error()}")
+        if native == "on":
+            try:
+                qkv_native.load()
+            except RuntimeError as e:
+                raise ValueError(f"native='on': {e}") from None
         self.native = native
         if kernel == "triton" and not lora_a_kernel.triton_installed():
             raise ValueError("kernel='triton' needs triton, which is not installed")
@@ -223,7 +218,7 @@ class FusedLoraRecorder:
     def _compute_dtype(self, li: int, device_type: str) -> torch.dtype:
         """The dtype of layer ``li``'s LoRA products: autocast's when it is on (the value autocast gives each
         product's weight anyway), else the A weights' own."""
-        a_dtype = self.layers[li][0].lora_A[self.adapter].weight.dtype
+        a_dtype = self._qkv[li].lora_a[0].weight.dtype
         if torch.is_autocast_enabled(device_type) and a_dtype.is_floating_point:
             return torch.get_autocast_dtype(device_type)
         return a_dtype
@@ -254,11 +249,8 @@ class FusedLoraRecorder:
         q = self._qkv[li]
         if not q.plain_base:
             return None
-        dev = x.device.type
-        autocast = torch.is_autocast_enabled(dev)
-        a_dtype = q.lora_a[0].weight.dtype
-        dtype = torch.get_autocast_dtype(dev) if autocast and a_dtype.is_floating_point else a_dtype
-        if dtype != x.dtype and not autocast:
+        dtype = self._compute_dtype(li, x.device.type)
+        if dtype != x.dtype and not torch.is_autocast_enabled(x.device.type):
             return None  # the composite path raises the products' own dtype error
         drop = q.p > 0 and q.dropout.training
         if drop and self._triton():

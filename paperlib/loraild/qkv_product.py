@@ -94,6 +94,13 @@ def _diagonal_blocks(wide: torch.Tensor, rows: int, d: int, r: int) -> torch.Ten
     return wide.as_strided((3, rows, r), (rows * k + r, k, 1), d)
 
 
+def _lora_blocks(wide: torch.Tensor, rows, d: int, r: int) -> list[torch.Tensor]:
+    """The three diagonal blocks of ``wide``'s LoRA columns as views, for projections of different widths
+    (``wide`` ``[sum rows, d + 3r]``: block ``m`` is rows ``rows[0] + .. + rows[m-1] ..`` and columns ``d + m r ..``)."""
+    offsets = [0, rows[0], rows[0] + rows[1]]
+    return [wide[off:off + rows[m], d + m * r:d + (m + 1) * r] for m, off in enumerate(offsets)]
+
+
 def _widened_weight(ws, bls, d: int, r: int, scale: float, dtype: torch.dtype) -> torch.Tensor:
     """``W'`` ``[sum d_m, d + 3r]`` in ``dtype``: the base weights side by side with the block-diagonal
     ``s B_m`` (three operations: the weights cast into place, the LoRA columns zeroed, the scaled ``B_m``
@@ -107,10 +114,8 @@ def _widened_weight(ws, bls, d: int, r: int, scale: float, dtype: torch.dtype) -
     if rows[0] == rows[1] == rows[2]:
         _into(_diagonal_blocks(wc, rows[0], d, r), torch.mul, torch.stack(bls), scale)
     else:
-        off = 0
-        for m, b in enumerate(bls):
-            _into(wc[off:off + rows[m], d + m * r:d + (m + 1) * r], torch.mul, b, scale)
-            off += rows[m]
+        for block, b in zip(_lora_blocks(wc, rows, d, r), bls):
+            _into(block, torch.mul, b, scale)
     return wc
 
 
@@ -120,12 +125,8 @@ def _lora_b_grads(dwc: torch.Tensor, rows: tuple[int, ...], d: int, r: int, scal
     if rows[0] == rows[1] == rows[2]:
         out = torch.empty(3, rows[0], r, dtype=dtype, device=dwc.device)
         return _into(out, torch.mul, _diagonal_blocks(dwc, rows[0], d, r), scale).unbind(0)
-    grads, off = [], 0
-    for m in range(3):
-        out = torch.empty(rows[m], r, dtype=dtype, device=dwc.device)
-        grads.append(_into(out, torch.mul, dwc[off:off + rows[m], d + m * r:d + (m + 1) * r], scale))
-        off += rows[m]
-    return grads
+    return [_into(torch.empty(block.shape, dtype=dtype, device=dwc.device), torch.mul, block, scale)
+            for block in _lora_blocks(dwc, rows, d, r)]
 
 
 class QkvProduct(torch.autograd.Function):
