@@ -382,8 +382,33 @@ twentyfourth1)  # round 13: the C++ product's step again, for every LoRAILD alig
     --repeats 12 --methods vanilla_kd loraild_fixed loraild_average loraild_random_step --lora-paths fused \
     --json "$OUT/loraild_steps_b128_cpp_product_alignments.json"
   ;;
+twentyfifth1)  # round 14: the LoRA dropout's features, forward and backward, for ways of drawing the masks
+  step "$OUT/card0.log" python bench/bench_lora_dropout.py --iters 30 --parts
+
+  ;;
+twentyfifth2)  # round 14: the three masks drawn one after another (qkv_product.three_dropouts): the tests on the GPU,
+  # where they check the fused student against peft with dropout, and a CLI run
+  step "$OUT/card0.log" python -m pytest -q -p no:cacheprovider tests/loraild/test_loraild_fused_lora.py \
+    tests/loraild/test_loraild_qkv_native.py tests/loraild/test_loraild_qkv_product.py
+  step "$OUT/card0.log" python bench/bench_loraild.py --section run --run-precision bf16 --run-epochs 3 --run-steps 100 \
+    --run-compile off --json "$OUT/run_bf16_three_masks.json"
+  ;;
+twentyfifth3)  # round 14: the step for every LoRAILD alignment with the three masks, and profiles
+  step "$OUT/card0.log" python bench/bench_loraild.py --dtypes bf16 --batch 128 --modes cached --steps 20 --warmup 8 \
+    --repeats 12 --methods vanilla_kd loraild_fixed loraild_average loraild_random_step --lora-paths fused \
+    --json "$OUT/loraild_steps_b128_three_masks.json" --profile "$OUT/profile_loraild_b128_three_masks.txt" \
+    --profile-method vanilla_kd loraild_fixed
+  ;;
+twentysixth1)  # round 14: the final test file on the GPU, the step again for every alignment, and fp32
+  step "$OUT/card0.log" python -m pytest -q -p no:cacheprovider tests/loraild/test_loraild_fused_lora.py
+  step "$OUT/card0.log" python bench/bench_loraild.py --dtypes bf16 --batch 128 --modes cached --steps 20 --warmup 8 \
+    --repeats 12 --methods vanilla_kd loraild_fixed loraild_average loraild_random_step --lora-paths fused \
+    --json "$OUT/loraild_steps_b128_three_masks_second.json"
+  step "$OUT/card0.log" python bench/bench_loraild.py --dtypes fp32 --batch 128 --modes cached --steps 30 --warmup 5 \
+    --repeats 3 --methods vanilla_kd loraild_fixed --lora-paths fused --json "$OUT/loraild_steps_fp32_b128_three_masks.json"
+  ;;
 *)
-  echo "usage: bash bench/run_gpu_benches.sh single|multi|sweep|final|third1|third2|fourth1|fourth2|fifth1|fifth2|sixth1|sixth2|seventh1|seventh2prep|seventh2|eighth1prep|eighth1|ninth1|tenth1prep|tenth1|tenth2|eleventh1prep|eleventh1|twelfth1prep|twelfth1|thirteenth1|fourteenth1|fifteenth1|sixteenth1|seventeenth1|eighteenth1|nineteenth1|twentieth1|twentyfirst1|twentysecond1|twentythird1|twentyfourth1" >&2
+  echo "usage: bash bench/run_gpu_benches.sh single|multi|sweep|final|third1|third2|fourth1|fourth2|fifth1|fifth2|sixth1|sixth2|seventh1|seventh2prep|seventh2|eighth1prep|eighth1|ninth1|tenth1prep|tenth1|tenth2|eleventh1prep|eleventh1|twelfth1prep|twelfth1|thirteenth1|fourteenth1|fifteenth1|sixteenth1|seventeenth1|eighteenth1|nineteenth1|twentieth1|twentyfirst1|twentysecond1|twentythird1|twentyfourth1|twentyfifth1|twentyfifth2|twentyfifth3|twentysixth1" >&2
   exit 2
   ;;
 esac

@@ -183,7 +183,7 @@ COMPILE_PAD_MULTIPLE = 16
 #: dropout active (the authors' analyser never calls ``eval()``); ``"raw"`` un-normalised, dropout off
 CLUSTER_FEATURES = ("l2", "l2_dropout", "raw")
 #: how the student's fused LoRA computes its dropped-out LoRA-A features (``FusedLoraRecorder``'s ``kernel``):
-#: ``"auto"`` (the torch path: dropout of three copies, one batched product; measured faster in the whole
+#: ``"auto"`` (the torch path: three dropouts of the input, the masks peft's modules draw; measured faster in the whole
 #: step, bench/README.md section 7, round 9; in round 12's one-product path the op was 3-5% faster in bf16,
 #: within the noise, and 47% slower in fp32), ``"torch"``, ``"triton"`` (paperlib's Triton op)
 LORA_KERNELS = ("auto", "torch", "triton")

@@ -145,13 +145,16 @@ DEVIATIONS: list[Deviation] = [
         ours="fused q/k/v LoRA (paperlib.loraild.fused_lora): one batched LoRA-A product per layer, "
              "and the layer's query/key/value projections with their LoRA-B updates "
              "as one matrix product (paperlib.loraild.qkv_product, on GPUs its C++ twin "
-             "paperlib.loraild.qkv_native, equal bit for bit); an independent dropout mask per module "
-             "drawn from another random stream (torch's dropout; with lora_kernel=triton the Triton op "
+             "paperlib.loraild.qkv_native, equal bit for bit); an independent dropout mask per module, "
+             "drawn as peft's three modules draw theirs (one after another on the layer input), except "
+             "under bf16 autocast on GPUs, where the bf16 cast is dropped out (torch's kernel draws other "
+             "masks for it than for peft's float32 input), and with lora_kernel=triton (the Triton op "
              "paperlib.loraild.lora_a_kernel, whose Philox masks are seeded from torch's CPU generator)",
         why="one product instead of three per layer, and the features are recorded without extra "
             "kernels (the LoRAILD step was bound by kernel launches)",
-        effect="equal to peft's forward, features and gradients without dropout (tests); with dropout "
-               "the runs differ as another dropout seed would. The stored GPU runs predate it (peft)",
+        effect="equal to peft's forward, features and gradients without dropout, and with dropout in "
+               "float32 on the CPU and GPUs (tests); under bf16 autocast on GPUs and with the Triton op, "
+               "runs with dropout differ as another dropout seed would. The stored GPU runs predate it (peft)",
         restore="none (a run with lora_dropout=0 is identical)",
     ),
     Deviation(

@@ -7,8 +7,8 @@ and stacks them afterwards.  At the paper's sizes in bf16 the LoRAILD step is bo
 kernel launches (``bench/README.md``).  Here, per layer, with ``N = B T`` tokens:
 
 - ``H = [A_q dropout_q(x); A_k dropout_k(x); A_v dropout_v(x)]`` ``[3, N, r]`` is one batched
-  product of three independently dropped-out copies of ``x`` (training; one dropout kernel on
-  ``[3, N, d]``, in the autocast dtype under autocast) or one ``[N, d] x [d, 3r]`` product (no dropout);
+  product of three independently dropped-out copies of ``x`` (training; three dropouts of ``x``, in
+  the autocast dtype under autocast) or one ``[N, d] x [d, 3r]`` product (no dropout);
 - ``y_m = addmm(W_m x, (s H)_m, B_m^T)``: the LoRA update in one kernel; ``H`` is scaled once per
   layer (exactly ``s (B H)`` when ``s`` is a power of two, as ``alpha = 2r`` gives), so the
   products' backward needs no scaling kernels;
@@ -27,9 +27,12 @@ the product too (``compiled_product``: a CUDA-graph step took 20.9 against 22.1 
 path).  The composite path described above stays for ``product=False``.
 
 The arithmetic is LoRA's (``s = alpha / r``), the parameters and state-dict names are peft's,
-dropout masks stay independent per module (they come from another random stream than peft's, so
-runs with dropout differ from unfused runs as two seeds' dropout would; without dropout they agree
-to rounding: ``tests/loraild/test_loraild_fused_lora.py``).  It patches the three modules'
+dropout masks stay independent per module and are the ones peft draws: a layer draws its three one
+after another on the layer input, as peft's query, key and value modules do, so fused and unfused
+runs agree to rounding with and without dropout (``tests/loraild/test_loraild_fused_lora.py``, float32
+on the CPU and GPUs).  Under bf16 autocast on GPUs the fused layer drops out the bf16 cast (half the
+bytes) where peft drops out the float32 input, torch's kernel draws other masks for the two dtypes,
+and runs with dropout differ as two seeds' dropout would; so do runs with the Triton op.  It patches the three modules'
 ``forward`` (an instance attribute, removed by :meth:`FusedLoraRecorder.remove`).
 
 With dropout, ``H`` can come from one Triton op instead (``kernel="triton"``:
@@ -48,14 +51,13 @@ import math
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from paperlib.loraild import lora_a_kernel, qkv_native
 from paperlib.loraild.config import LORA_KERNELS
 from paperlib.loraild.lora_branch import LoraBranch
 from paperlib.loraild.models import LORA_TARGETS, encoder_layers
-from paperlib.loraild.qkv_product import ProductSpec, QkvProduct
+from paperlib.loraild.qkv_product import ProductSpec, QkvProduct, three_dropouts
 
 
 class _LayerQkv(NamedTuple):
@@ -75,9 +77,10 @@ NATIVE = ("auto", "on", "off")  # FusedLoraRecorder(native=...): who runs the ea
 
 def dropout_lora_a_torch(x2: torch.Tensor, a: torch.Tensor, p: float) -> torch.Tensor:
     """``[3, N, r]``: ``H[c] = dropout_c(x2) A[c]^T`` in torch, three independently dropped-out copies
-    of ``x2`` ``[N, d]`` (one dropout of a stride-0 view) and one batched product with ``a`` ``[3, r, d]``
-    (the op :mod:`~paperlib.loraild.lora_a_kernel` computes without the copies)."""
-    xs = F.dropout(x2.expand(3, *x2.shape), p, True)  # three independent masks
+    of ``x2`` ``[N, d]`` (the masks :func:`~paperlib.loraild.qkv_product.three_dropouts` draws, as the
+    product does) and one batched product with ``a`` ``[3, r, d]`` (the op
+    :mod:`~paperlib.loraild.lora_a_kernel` computes without the copies)."""
+    xs = torch.stack(three_dropouts(x2.contiguous(), p)[0])  # three independent masks
     # (A xs^T)^T rather than xs A^T: A's gradient then comes out contiguous, as the
     # parameters are, so no per-module copy is needed to accumulate it
     return torch.bmm(a, xs.transpose(1, 2)).transpose(1, 2)

@@ -8,8 +8,8 @@ probability ``1 - p``):
 - backward: ``dx = s sum_c m_c * (dH[c] A[c])``            ``[N, d]``;
             ``dA[c] = s dH[c]^T (m_c * x)``                ``[3, r, d]``, in ``A``'s dtype.
 
-This is ``torch.bmm(A, dropout(x.expand(3, N, d)).mT).mT`` (the torch path of
-:class:`~paperlib.loraild.fused_lora.FusedLoraRecorder`) without the three masked copies, their
+This is the torch path of :class:`~paperlib.loraild.fused_lora.FusedLoraRecorder` (three dropouts of
+``x``, one batched product; other masks) without the three masked copies, their
 masks and their gradients in memory: the forward kernel reads ``x`` once and the backward kernel
 reads ``x`` and ``dH`` once per column block, and both regenerate the masks from a Philox key
 (``tl.rand4x``: one draw gives the three masks of an element).  Only ``x``, ``A`` and the seed

@@ -23,9 +23,9 @@ So the LoRA's ``B`` side costs no kernels of its own: it rides in the q/k/v prod
 columns of ``K = 768`` at the paper's sizes), where peft runs three ``addmm`` forward and six products
 plus sums backward per layer; and the layer input is cast once for the three projections, not three
 times as autocast does for three ``nn.Linear`` calls (and its gradient summed in the product, not as
-three casts and two adds).  The features come from torch (``native_dropout`` of three expanded copies,
-the masks :class:`~paperlib.loraild.fused_lora.FusedLoraRecorder`'s torch path draws) or from the Triton
-op (:mod:`~paperlib.loraild.lora_a_kernel`, masks regenerated in backward).  Without LoRA
+three casts and two adds).  The features come from torch (:func:`three_dropouts`: three
+``native_dropout`` calls on a contiguous copy of the input, the masks peft's three modules draw, in their
+order) or from the Triton op (:mod:`~paperlib.loraild.lora_a_kernel`, masks regenerated in backward).  Without LoRA
 (:class:`PlainQkv`) it is just the three base projections as one product.
 
 Arithmetic is in ``dtype`` (autocast's, or the weights'); the input's gradient is returned in the
@@ -35,12 +35,14 @@ and every gradient against fp64 autograd of peft's formula with the same masks (
 against the composite path of :class:`~paperlib.loraild.fused_lora.FusedLoraRecorder` and against
 unpatched ``nn.Linear``.
 
-Measured (``bench/README.md`` section 7, rounds 12 and 13, one H100, 128 x 128 tokens): the LoRAILD step keeps
-the device busy 1.10x as long as Vanilla KD's. It takes 1.11x Vanilla KD's time in fp32. In bf16 it takes 1.10x
-in the repeats where the host keeps up and 1.21x over all repeats on busy hosts, where the step waits on the host
-running this module's Python.  On GPUs its C++ twin (:mod:`~paperlib.loraild.qkv_native`) runs instead, and the
-step takes 1.10-1.14x. Compiled with CUDA graphs, where dynamo traces it (its settings are plain values;
-its ``out=`` writes become copies there), it takes 1.13-1.17x.
+Measured (``bench/README.md`` section 7, rounds 12-14, one H100, 128 x 128 tokens): with the masks drawn by
+:func:`three_dropouts` (round 14) the LoRAILD step keeps the device busy 1.07x as long as Vanilla KD's (1.10x
+with round 13's one dropout of an expanded view), and takes 1.08x Vanilla KD's time in fp32, where the device
+bounds both steps.  In bf16 on busy hosts the steps wait on the host, and the ratio (1.05-1.18x by medians)
+is that of their host work.  On GPUs the C++ twin (:mod:`~paperlib.loraild.qkv_native`) runs instead of this
+module's Python (round 13: the step took 1.10-1.14x against 1.20-1.24x with the Python product).  Compiled
+with CUDA graphs, where dynamo traces it (its settings are plain values; its ``out=`` writes become copies
+there), it took 1.13-1.17x in round 13.
 """
 
 from __future__ import annotations
@@ -79,11 +81,31 @@ def _into(out: torch.Tensor, fn, *args) -> torch.Tensor:
 
 
 def _stored(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """``t`` contiguous in ``dtype``, as autograd stores a parameter's gradient without copying it: ``t``
-    itself when it already is, else one copy (a cast, or the gather of a strided view)."""
+    """``t`` contiguous in ``dtype`` (as autograd stores a parameter's gradient without copying it, and as
+    torch's vectorised dropout kernel reads its input): ``t`` itself when it already is, else one copy (a
+    cast, or the gather of a strided view)."""
     if t.dtype == dtype and t.is_contiguous():
         return t
     return torch.empty(t.shape, dtype=dtype, device=t.device).copy_(t)
+
+
+def three_dropouts(xb: torch.Tensor, p: float):
+    """``(xs, masks)``, three each: ``dropout_m(xb)`` for m = query, key, value, three independent masks drawn
+    one after another by ``native_dropout`` on the contiguous ``xb``, as peft's three dropout modules draw
+    theirs.  Torch's vectorised kernel runs on a contiguous input; one dropout of the stride-0 view
+    ``xb.expand(3, N, d)`` (rounds 6-13) took twice as long on the device (bench/README.md round 14)."""
+    pairs = [torch.native_dropout(xb, p, True) for _ in range(3)]
+    return tuple(xs for xs, _ in pairs), tuple(mask for _, mask in pairs)
+
+
+def _dropped_sum(t: torch.Tensor, masks, p: float) -> torch.Tensor:
+    """``sum_m dropout_m^T(t[m])`` for ``t`` ``[3, N, d]``: each term is dropout's backward (``t[m] * mask_m / (1 - p)``),
+    summed in ``t``'s dtype in place into the first (three kernels and two adds; no ``[3, N, d]`` copy)."""
+    scale = 1.0 / (1.0 - p)
+    out = torch.ops.aten.native_dropout_backward(t[0], masks[0], scale)
+    for m in (1, 2):
+        out.add_(torch.ops.aten.native_dropout_backward(t[m], masks[m], scale))
+    return out
 
 
 def _diagonal_blocks(wide: torch.Tensor, rows: int, d: int, r: int) -> torch.Tensor:
@@ -155,9 +177,13 @@ class QkvProduct(torch.autograd.Function):
         k = d + 3 * r
         xc = torch.empty(n, k, dtype=dtype, device=x.device)  # X' = [x | H]
         xd = xc.narrow(1, 0, d) if lora else xc
-        xd.copy_(x2)  # the one cast of the layer input
-        a = xs = mask = h = None
+        a = h = None
+        xs = mask = (None,) * 3
         drop = lora and spec.p > 0
+        torch_drop = drop and spec.features == "torch"
+        # the one cast of the layer input; the torch features drop out a contiguous copy (xd is strided)
+        xb = _stored(x2, dtype) if torch_drop else x2
+        xd.copy_(xb)
         if lora:
             a = _into(torch.empty(3, r, d, dtype=dtype, device=x.device), torch.stack, (a_q, a_k, a_v))
             h = xc.as_strided((3, n, r), (r, k, 1), d)  # X''s H columns as [3, N, r], written in place below
@@ -165,9 +191,9 @@ class QkvProduct(torch.autograd.Function):
                 h.copy_(lora_a_kernel.forward_features(xd, a, spec.p, spec.seed,
                                                        spec.config or lora_a_kernel.DEFAULT_CONFIG))
             elif drop:
-                # three independent masks: the ones F.dropout(x.expand(3, N, d)) draws
-                xs, mask = torch.native_dropout(xd.expand(3, n, d), spec.p, True)
-                _into(h, torch.bmm, xs, a.transpose(1, 2))
+                xs, mask = three_dropouts(xb, spec.p)
+                for m in range(3):
+                    _into(h[m], torch.mm, xs[m], a[m].T)
             else:
                 _into(xc.narrow(1, d, 3 * r), torch.mm, xd, a.view(3 * r, d).T)
         wc = _widened_weight(ws, (bl_q, bl_k, bl_v), d, r, spec.scale, dtype)
@@ -180,7 +206,7 @@ class QkvProduct(torch.autograd.Function):
             _into(bias, torch.cat, [b if b is not None else w.new_zeros(w.shape[0]) for b, w in zip(biases, ws)])
             y = torch.addmm(bias, xc, wc.T)
         outs = y.view(*lead, y.shape[1]).split(rows, dim=-1)
-        ctx.save_for_backward(xc, wc, a, xs, mask)
+        ctx.save_for_backward(xc, wc, a, *xs, *mask)
         dtypes = (w_q.dtype, next((b.dtype for b in biases if b is not None), None),
                   a_q.dtype if lora else None, bl_q.dtype if lora else None)
         ctx.meta = (lead, d, r, rows, x.dtype, drop, spec, tuple(b is not None for b in biases), dtypes)
@@ -190,7 +216,8 @@ class QkvProduct(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, *grads):
-        xc, wc, a, xs, mask = ctx.saved_tensors
+        xc, wc, a, *saved = ctx.saved_tensors
+        xs, mask = saved[:3], saved[3:]
         lead, d, r, rows, x_dtype, drop, spec, has_bias, (w_dtype, b_dtype, a_dtype, bl_dtype) = ctx.meta
         need = ctx.needs_input_grad
         n = xc.shape[0]
@@ -229,9 +256,11 @@ class QkvProduct(torch.autograd.Function):
                                                            spec.config or lora_a_kernel.DEFAULT_CONFIG, need[0], need_a)
             elif drop:
                 if need[0]:
-                    dx_a = torch.ops.aten.native_dropout_backward(torch.bmm(dh, a), mask, 1.0 / (1.0 - spec.p)).sum(0)
+                    dx_a = _dropped_sum(torch.bmm(dh, a), mask, spec.p)
                 if need_a:
-                    da = torch.bmm(dh.transpose(1, 2), xs)
+                    da = torch.empty(3, r, d, dtype=dtype, device=xc.device)
+                    for m in range(3):
+                        _into(da[m], torch.mm, dh[m].T, xs[m])
             else:
                 dh_flat = dh.transpose(0, 1).reshape(n, 3 * r)
                 if need[0]:
@@ -315,4 +344,4 @@ class PlainQkv:
         self.clear()
 
 
-__all__ = ["FEATURES", "ProductSpec", "QkvProduct", "qkv_product", "PlainQkv"]
+__all__ = ["FEATURES", "ProductSpec", "QkvProduct", "qkv_product", "three_dropouts", "PlainQkv"]

@@ -35,12 +35,13 @@ def _apply(leaves, spec, seed=7):
 
 
 def _peft_formula(leaves, p, s, seed=7):
-    """``y_m = W_m x + b_m + s B_m A_m dropout_m(x)``, the three masks drawn as F.dropout of three
-    expanded copies draws them (what the op must reproduce), plus ``H``."""
+    """``y_m = W_m x + b_m + s B_m A_m dropout_m(x)``, the three masks drawn by three ``F.dropout`` calls on
+    ``x`` in the order query, key, value, as peft's dropout modules draw them (what the op must reproduce),
+    plus ``H``."""
     x, wq, wk, wv, bq, bk, bv, aq, ak, av, blq, blk, blv = leaves
     x2 = x.reshape(-1, x.shape[-1])
     torch.manual_seed(seed)
-    xs = F.dropout(x2.expand(3, *x2.shape), p, True) if p > 0 else x2.expand(3, *x2.shape)
+    xs = [F.dropout(x2, p, True) if p > 0 else x2 for _ in range(3)]
     h = torch.stack([xs[c] @ a.T for c, a in enumerate((aq, ak, av))])
     ys = [F.linear(x, w, b) + s * (h[m] @ bl.T).view(*x.shape[:-1], -1)
           for m, (w, b, bl) in enumerate(zip((wq, wk, wv), (bq, bk, bv), (blq, blk, blv)))]

@@ -67,15 +67,20 @@ struct QkvLora : public torch::autograd::Function<QkvLora> {
 
     Tensor xc = at::empty({n, k}, opts);  // X' = [x | H]
     Tensor xd = xc.narrow(1, 0, d);
-    xd.copy_(x2);
+    // the one cast of the layer input; dropout reads a contiguous copy (xd is strided)
+    const Tensor xb = drop ? stored(x2, dtype) : x2;
+    xd.copy_(xb);
     Tensor a = at::empty({3, r, d}, opts);
     at::stack_out(a, {a_q, a_k, a_v}, 0);
     Tensor h = xc.as_strided({3, n, r}, {r, k, 1}, d);
-    Tensor xs, mask;
+    Tensor xs[3], mask[3];
     if (drop) {
-      // three independent masks: the ones F.dropout(x.expand(3, N, d)) draws
-      std::tie(xs, mask) = at::native_dropout(xd.expand({3, n, d}), p, true);
-      at::bmm_out(h, xs, a.transpose(1, 2));
+      // three independent masks drawn one after another, query, key, value (three_dropouts)
+      for (int m = 0; m < 3; ++m) std::tie(xs[m], mask[m]) = at::native_dropout(xb, p, true);
+      for (int m = 0; m < 3; ++m) {
+        Tensor hm = h.select(0, m);
+        at::mm_out(hm, xs[m], a.select(0, m).t());
+      }
     } else {
       Tensor xh = xc.narrow(1, d, 3 * r);
       at::mm_out(xh, xd, a.view({3 * r, d}).t());
@@ -105,7 +110,7 @@ struct QkvLora : public torch::autograd::Function<QkvLora> {
     shape.push_back(total);
     auto outs = y.view(shape).split_with_sizes(rows, -1);
 
-    ctx->save_for_backward({xc, wc, a, xs, mask});
+    ctx->save_for_backward({xc, wc, a, xs[0], xs[1], xs[2], mask[0], mask[1], mask[2]});
     ctx->saved_data["lead"] = lead;
     ctx->saved_data["d"] = d;
     ctx->saved_data["r"] = r;
@@ -127,8 +132,8 @@ struct QkvLora : public torch::autograd::Function<QkvLora> {
     const Tensor& xc = saved[0];
     const Tensor& wc = saved[1];
     const Tensor& a = saved[2];
-    const Tensor& xs = saved[3];
-    const Tensor& mask = saved[4];
+    const Tensor xs[3] = {saved[3], saved[4], saved[5]};
+    const Tensor mask[3] = {saved[6], saved[7], saved[8]};
     const auto lead = ctx->saved_data["lead"].toIntVector();
     const int64_t d = ctx->saved_data["d"].toInt();
     const int64_t r = ctx->saved_data["r"].toInt();
@@ -178,8 +183,16 @@ struct QkvLora : public torch::autograd::Function<QkvLora> {
     if (grads[3].defined()) dh = at::add(dh, grads[3].scalar_type() == dtype ? grads[3] : grads[3].to(dtype));
     Tensor dx_a, da;
     if (drop) {
-      dx_a = at::native_dropout_backward(at::bmm(dh, a), mask, 1.0 / (1.0 - p)).sum(0);
-      da = at::bmm(dh.transpose(1, 2), xs);
+      // sum_m dropout_m^T(dH_m A_m), summed in place into the first term (_dropped_sum)
+      const Tensor t = at::bmm(dh, a);
+      const double keep = 1.0 / (1.0 - p);
+      dx_a = at::native_dropout_backward(t.select(0, 0), mask[0], keep);
+      for (int m = 1; m < 3; ++m) dx_a.add_(at::native_dropout_backward(t.select(0, m), mask[m], keep));
+      da = at::empty({3, r, d}, xc.options());
+      for (int m = 0; m < 3; ++m) {
+        Tensor dam = da.select(0, m);
+        at::mm_out(dam, dh.select(0, m).t(), xs[m]);
+      }
     } else {
       const Tensor dh_flat = dh.transpose(0, 1).reshape({n, 3 * r});
       dx_a = at::mm(dh_flat, a.view({3 * r, d}));
