@@ -407,8 +407,21 @@ twentysixth1)  # round 14: the final test file on the GPU, the step again for ev
   step "$OUT/card0.log" python bench/bench_loraild.py --dtypes fp32 --batch 128 --modes cached --steps 30 --warmup 5 \
     --repeats 3 --methods vanilla_kd loraild_fixed --lora-paths fused --json "$OUT/loraild_steps_fp32_b128_three_masks.json"
   ;;
+twentyseventh1)  # round 14: the bf16 step table once more on another host (12 interleaved repeats)
+  step "$OUT/card0.log" python bench/bench_loraild.py --dtypes bf16 --batch 128 --modes cached --steps 20 --warmup 8 \
+    --repeats 12 --methods vanilla_kd loraild_fixed loraild_average loraild_random_step --lora-paths fused \
+    --json "$OUT/loraild_steps_b128_three_masks_third.json"
+  ;;
+twentyeighth1)  # round 14: where the host time of a host-bound step goes (batch 16 x 128), per method
+  step "$OUT/card0.log" python bench/checks/host_profile_steps.py --batch 16 --steps 40 --top 30 \
+    --methods vanilla_kd loraild_fixed
+  ;;
+twentyeighth2)  # round 14: the same, paperlib's own functions by time including callees
+  step "$OUT/card0.log" python bench/checks/host_profile_steps.py --batch 16 --steps 40 --top 40 \
+    --methods vanilla_kd loraild_fixed --sort cumulative --only "paperlib|autograd|optim"
+  ;;
 *)
-  echo "usage: bash bench/run_gpu_benches.sh single|multi|sweep|final|third1|third2|fourth1|fourth2|fifth1|fifth2|sixth1|sixth2|seventh1|seventh2prep|seventh2|eighth1prep|eighth1|ninth1|tenth1prep|tenth1|tenth2|eleventh1prep|eleventh1|twelfth1prep|twelfth1|thirteenth1|fourteenth1|fifteenth1|sixteenth1|seventeenth1|eighteenth1|nineteenth1|twentieth1|twentyfirst1|twentysecond1|twentythird1|twentyfourth1|twentyfifth1|twentyfifth2|twentyfifth3|twentysixth1" >&2
+  echo "usage: bash bench/run_gpu_benches.sh single|multi|sweep|final|third1|third2|fourth1|fourth2|fifth1|fifth2|sixth1|sixth2|seventh1|seventh2prep|seventh2|eighth1prep|eighth1|ninth1|tenth1prep|tenth1|tenth2|eleventh1prep|eleventh1|twelfth1prep|twelfth1|thirteenth1|fourteenth1|fifteenth1|sixteenth1|seventeenth1|eighteenth1|nineteenth1|twentieth1|twentyfirst1|twentysecond1|twentythird1|twentyfourth1|twentyfifth1|twentyfifth2|twentyfifth3|twentysixth1|twentyseventh1|twentyeighth1|twentyeighth2" >&2
   exit 2
   ;;
 esac
