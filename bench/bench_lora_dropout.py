@@ -16,24 +16,17 @@ forward alone, and the ratio to ``expand`` measured in this run.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 
 import torch
 
 
-def _expand(x, a, p, dh):
-    xs, mask = torch.native_dropout(x.expand(3, *x.shape), p, True)
-    h = torch.bmm(xs, a.transpose(1, 2))
-    if dh is None:
-        return h
-    dx = torch.ops.aten.native_dropout_backward(torch.bmm(dh, a), mask, 1.0 / (1.0 - p)).sum(0)
-    da = torch.bmm(dh.transpose(1, 2), xs)
-    return dx, da
-
-
-def _contiguous(x, a, p, dh):
-    xs, mask = torch.native_dropout(x.expand(3, *x.shape).contiguous(), p, True)
+def _one_dropout(x, a, p, dh, contiguous: bool = False):
+    """One ``native_dropout`` of the three copies ``x.expand(3, N, d)`` (made contiguous first when asked)."""
+    copies = x.expand(3, *x.shape)
+    xs, mask = torch.native_dropout(copies.contiguous() if contiguous else copies, p, True)
     h = torch.bmm(xs, a.transpose(1, 2))
     if dh is None:
         return h
@@ -116,7 +109,7 @@ def _parts(x, a, p, dh, iters):
     return {name: round(_time(fn, iters), 4) for name, fn in parts.items()}
 
 
-VARIANTS = {"expand": _expand, "contiguous": _contiguous, "three": _three, "triton": _triton}
+VARIANTS = {"expand": _one_dropout, "contiguous": functools.partial(_one_dropout, contiguous=True), "three": _three, "triton": _triton}
 
 
 def _time(fn, iters: int, reps: int = 10) -> float:
