@@ -38,7 +38,7 @@ unpatched ``nn.Linear``.
 Measured (``bench/README.md`` section 7, rounds 12-14, one H100, 128 x 128 tokens): with the masks drawn by
 :func:`three_dropouts` (round 14) the LoRAILD step keeps the device busy 1.07x as long as Vanilla KD's (1.10x
 with round 13's one dropout of an expanded view), and takes 1.08x Vanilla KD's time in fp32, where the device
-bounds both steps.  In bf16 on busy hosts the steps wait on the host, and the ratio (1.05-1.18x by medians)
+bounds both steps.  In bf16 on busy hosts the steps wait on the host, and the ratio (1.05-1.22x by medians)
 is that of their host work.  On GPUs the C++ twin (:mod:`~paperlib.loraild.qkv_native`) runs instead of this
 module's Python (round 13: the step took 1.10-1.14x against 1.20-1.24x with the Python product).  Compiled
 with CUDA graphs, where dynamo traces it (its settings are plain values; its ``out=`` writes become copies
