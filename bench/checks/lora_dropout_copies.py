@@ -4,7 +4,8 @@ The fused q/k/v LoRA (paperlib/loraild/fused_lora.py) needs ``dropout_m(x)`` for
 independent masks over one ``[N, d]`` input, then one batched product with ``A`` ``[3, r, d]``.
 Times forward + backward (gradients of x and A) of:
 
-- ``expand``: ``F.dropout(x.expand(3, N, d))`` (the library's way; dropout of a stride-0 view);
+- ``expand``: ``F.dropout(x.expand(3, N, d))`` (the library's way in rounds 6-13; dropout of a stride-0 view;
+  round 14 draws three dropouts of ``x`` instead: ``bench/bench_lora_dropout.py``);
 - ``cat``: ``F.dropout(torch.cat([x, x, x]).view(3, N, d))`` (a contiguous copy first);
 - ``repeat``: ``F.dropout(x.repeat(3, 1, 1))``.
 

@@ -109,7 +109,7 @@ class FusedLoraRecorder:
     :meth:`get`, :meth:`stacked`, :meth:`clear`, :meth:`remove`).
 
     ``kernel`` picks how training with dropout computes the features: ``"triton"``
-    (:func:`~paperlib.loraild.lora_a_kernel.dropout_lora_a`), ``"torch"`` (dropout of three copies,
+    (:func:`~paperlib.loraild.lora_a_kernel.dropout_lora_a`), ``"torch"`` (three dropouts of the input,
     one batched product) or ``"auto"`` (torch: measured faster in the whole step, module docstring).
 
     ``product`` (default): the layer's query call computes all three outputs,
@@ -199,7 +199,7 @@ class FusedLoraRecorder:
         if p > 0 and mods[0].lora_dropout[self.adapter].training:
             if x2.dtype != a.dtype and torch.is_autocast_enabled(x2.device.type):
                 # the cast the product makes anyway, done once on [N, d] before the three dropped-out
-                # copies rather than on them: the [3, N, d] dropout and its backward move half the bytes
+                # copies rather than on them: the three dropouts and their backward move half the bytes
                 # (they were 38% of the step's extra device time over Vanilla KD at 128 x 128, bf16)
                 x2 = x2.to(a.dtype)
             if self._triton():
