@@ -261,6 +261,31 @@ def test_product_with_the_triton_features_trains_as_the_one_node_branch(triton_d
         torch.testing.assert_close(g, g2[name], rtol=1e-4, atol=float(top) * 1e-6, msg=name)
 
 
+def test_compiled_product_traces_the_three_dropouts():
+    """With dropout, dynamo traces the product's three dropouts and their backward into the student's graph
+    (one frame, backend ``aot_eager``): the compiled student trains, its LoRA-A gradients finite, and its
+    features differ from the same student's without dropout (the masks act)."""
+    from torch._dynamo.testing import CompileCounterWithBackend
+
+    torch._dynamo.reset()
+    model = tiny_student(0.3)
+    rec = FusedLoraRecorder(model)
+    model.eval()
+    with torch.no_grad():
+        model(**batch())
+    clean = rec.stacked().clone()
+    model.train()
+    counter = CompileCounterWithBackend("aot_eager")
+    out = torch.compile(model, backend=counter)(**batch()).logits
+    feats = rec.stacked()
+    (out.square().sum() + feats.square().sum()).backward()
+    assert counter.frame_count == 1
+    grads = [p.grad for n, p in model.named_parameters() if "lora_A" in n]
+    assert len(grads) == 6 and all(g is not None and torch.isfinite(g).all() and g.abs().sum() > 0 for g in grads)
+    assert (feats.detach() - clean).abs().max() > 0.1 * clean.abs().max()  # dropout 0.3, not rounding
+    torch._dynamo.reset()
+
+
 def test_compiled_product_is_traced_and_trains_as_eager(monkeypatch):
     """``compiled_product=True`` (the default): dynamo traces the product into the student's graph (no graph
     break: one frame) and the compiled student gives eager's logits and gradients (no dropout); with
