@@ -193,10 +193,9 @@ class FusedLoraRecorder:
 
     def _features(self, li: int, x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
         """``[3, N, r]`` LoRA-A outputs of query, key, value for the layer input ``x`` (``a``: ``[3, r, d]``)."""
-        mods = self.layers[li]
         x2 = x.reshape(-1, x.shape[-1])
-        p = _dropout_p(mods[0], self.adapter)
-        if p > 0 and mods[0].lora_dropout[self.adapter].training:
+        p = self._qkv[li].p
+        if self._dropping(li):
             if x2.dtype != a.dtype and torch.is_autocast_enabled(x2.device.type):
                 # the cast the product makes anyway, done once on [N, d] before the three dropped-out
                 # copies rather than on them: the three dropouts and their backward move half the bytes
@@ -207,6 +206,11 @@ class FusedLoraRecorder:
             return dropout_lora_a_torch(x2, a, p)
         r = a.shape[1]
         return (x2 @ a.reshape(3 * r, -1).T).view(-1, 3, r).transpose(0, 1)
+
+    def _dropping(self, li: int) -> bool:
+        """Whether layer ``li``'s LoRA dropout acts now (``p > 0`` and the dropout module in training)."""
+        q = self._qkv[li]
+        return q.p > 0 and q.dropout.training
 
     def _triton(self) -> bool:
         """Whether the dropped-out features come from the Triton op: only for ``kernel="triton"``, which
@@ -228,10 +232,9 @@ class FusedLoraRecorder:
 
     def _branch_applies(self, li: int, x: torch.Tensor) -> torch.dtype | None:
         """The compute dtype when the layer runs as one node (dropout on, the Triton op chosen), else ``None``."""
-        mods = self.layers[li]
         if not self.one_node or self._branch_scale[li] is None:
             return None
-        if not (_dropout_p(mods[0], self.adapter) > 0 and mods[0].lora_dropout[self.adapter].training):
+        if not self._dropping(li):
             return None
         if not self._triton():  # raises under torch.compile
             return None
@@ -255,7 +258,7 @@ class FusedLoraRecorder:
         dtype = self._compute_dtype(li, x.device.type)
         if dtype != x.dtype and not torch.is_autocast_enabled(x.device.type):
             return None  # the composite path raises the products' own dtype error
-        drop = q.p > 0 and q.dropout.training
+        drop = self._dropping(li)
         if drop and self._triton():
             if not lora_a_kernel.available(x):
                 return None  # the composite path raises the op's error (device)
@@ -308,7 +311,7 @@ class FusedLoraRecorder:
         y0 = [m.base_layer(x) for m in mods]
         a = [m.lora_A[ad].weight for m in mods]
         b = [m.lora_B[ad].weight for m in mods]
-        *outs, h = LoraBranch.apply(x, *y0, *a, *b, _dropout_p(mods[0], ad), lora_a_kernel.draw_seed(),
+        *outs, h = LoraBranch.apply(x, *y0, *a, *b, self._qkv[li].p, lora_a_kernel.draw_seed(),
                                     float(self._branch_scale[li]), dtype, lora_a_kernel.DEFAULT_CONFIG)
         return self._record_node(li, x, outs, h)
 
