@@ -21,6 +21,7 @@ import json
 import statistics
 
 import torch
+from timing import cuda_ms
 
 
 def _one_dropout(x, a, p, dh, contiguous: bool = False):
@@ -113,18 +114,9 @@ VARIANTS = {"expand": _one_dropout, "contiguous": functools.partial(_one_dropout
 
 
 def _time(fn, iters: int, reps: int = 10) -> float:
-    """Median device milliseconds of one ``fn()``: ``iters`` samples, each ``reps`` calls queued back to back
-    between two CUDA events (so the device never waits on the host launching them), divided by ``reps``."""
-    times = []
-    for _ in range(iters):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        for _ in range(reps):
-            fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) / reps)
-    return statistics.median(times)
+    """Median device milliseconds of one ``fn()``: ``iters`` samples of :func:`timing.cuda_ms`, each ``reps``
+    calls queued back to back between two CUDA events (so the device never waits on the host launching them)."""
+    return statistics.median(cuda_ms(fn, reps, warmup=0) for _ in range(iters))
 
 
 def main() -> None:
