@@ -31,7 +31,6 @@ from torch import nn
 import bench_loraild as B
 from paperlib.loraild import fused_lora, qkv_product as new
 from paperlib.loraild import teacher_cache as tc
-from paperlib.loraild.encoding import Collator, make_loader
 
 
 def load_old(path: str):
@@ -103,10 +102,7 @@ def steps(old, dev, repeats: int) -> dict:
     t_cfg, s_cfg = B.roberta(B.ROBERTA_LARGE), B.roberta(B.DISTILROBERTA_BASE)
     teacher = B.build_teacher(t_cfg, args.rank, dev)
     split = B.make_split(args.batch * (args.steps + args.warmup), args.seq, t_cfg.vocab_size)
-    with torch.autocast(dev.type, dtype=torch.bfloat16):
-        parts = tc.compute_parts(teacher, make_loader(split, 64, Collator(1, args.seq, pad_to_max=True)),
-                                 tc.PARTS, True, dev)
-    cache = tc.TeacherCache(parts).to(dev)
+    cache = tc.TeacherCache(B.teacher_parts(teacher, split, args.seq, dev)).to(dev)
     del teacher
     torch.cuda.empty_cache()
     rows = [("Vanilla KD", "vanilla_kd", "linear", None), ("LoRAILD, new product", "loraild_fixed", "fused", new),

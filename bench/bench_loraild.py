@@ -107,6 +107,15 @@ def build_student(cfg: RobertaConfig, rank: int | None, device) -> torch.nn.Modu
     return student_lora(AutoModelForSequenceClassification.from_config(cfg), rank).to(device)
 
 
+def teacher_parts(teacher, split: EncodedSplit, seq: int, device, bf16: bool = True) -> dict:
+    """Every cacheable part (``teacher_cache.PARTS``) of ``teacher`` over ``split``, padded to ``seq`` tokens,
+    under bf16 autocast when ``bf16``: what the bench rows read through a ``TeacherCache``."""
+    amp = torch.autocast(torch.device(device).type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+    with amp:
+        return tc.compute_parts(teacher, make_loader(split, 64, Collator(1, seq, pad_to_max=True)), tc.PARTS, True,
+                                device)
+
+
 def bench_method(name: str, mode: str, bf16: bool, teacher, t_recorder, t_cfg, s_cfg, split, cache, args, device,
                  path: str = "fused") -> dict:
     """Time ``args.steps`` training steps (after ``args.warmup``) of one method (``path``: one of
@@ -310,17 +319,14 @@ def main() -> None:
     info["compile"] = args.compile
     n = args.batch * (args.warmup + args.steps)
     split = make_split(n, args.seq, t_cfg.vocab_size)
-    loader = make_loader(split, 64, Collator(1, args.seq, pad_to_max=True))
     builds = {}
     caches = {}
     for bf16 in (False, True) if "bf16" in args.dtypes else (False,):
         if ("bf16" if bf16 else "fp32") not in args.dtypes:
             continue
-        amp = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
         sync(device)
         t0 = time.perf_counter()
-        with amp:
-            parts = tc.compute_parts(teacher, loader, tc.PARTS, True, device)
+        parts = teacher_parts(teacher, split, args.seq, device, bf16)
         sync(device)
         builds["bf16" if bf16 else "fp32"] = time.perf_counter() - t0
         caches[bf16] = tc.TeacherCache(parts).to(device)  # as train.teacher_outputs does on a GPU

@@ -28,7 +28,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from bench_loraild import (BENCH_METHODS, DISTILROBERTA_BASE, ROBERTA_LARGE, TASK, TINY_STUDENT, TINY_TEACHER,
-                           build_student, build_teacher, make_split, roberta)
+                           build_student, build_teacher, make_split, roberta, teacher_parts)
 from paperlib.loraild import teacher_cache as tc
 from paperlib.loraild.alignment import LayerAligner
 from paperlib.loraild.config import METHODS
@@ -133,11 +133,7 @@ def main() -> None:
     teacher = build_teacher(t_cfg, args.rank, "cpu")
     split = make_split(args.batch * (args.steps + 1), args.seq, t_cfg.vocab_size)
     bf16 = args.dtype == "bf16"
-    amp = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
-    with amp:
-        parts = tc.compute_parts(teacher, make_loader(split, 64, Collator(1, args.seq, pad_to_max=True)),
-                                 tc.PARTS, True, "cpu")
-    cache = tc.TeacherCache(parts)
+    cache = tc.TeacherCache(teacher_parts(teacher, split, args.seq, "cpu", bf16))
     rows = []
     print(f"aten operations per step ({args.dtype}, teacher {t_cfg.num_hidden_layers} -> student "
           f"{s_cfg.num_hidden_layers} layers, cached teacher; views counted apart)")

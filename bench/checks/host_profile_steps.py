@@ -41,9 +41,7 @@ def main() -> None:
     run = types.SimpleNamespace(batch=args.batch, seq=args.seq, rank=32, warmup=8, steps=args.steps, compile=None)
     teacher = bl.build_teacher(t_cfg, 32, device)
     split = bl.make_split(args.batch * (run.warmup + run.steps), args.seq, t_cfg.vocab_size)
-    loader = bl.make_loader(split, 64, bl.Collator(1, args.seq, pad_to_max=True))
-    with torch.autocast(device.type, dtype=torch.bfloat16):
-        cache = tc.TeacherCache(tc.compute_parts(teacher, loader, tc.PARTS, True, device)).to(device)
+    cache = tc.TeacherCache(bl.teacher_parts(teacher, split, args.seq, device)).to(device)
     for rep in range(2):  # the first pass warms everything up (C++ build, cuBLAS, allocator)
         for name in args.methods:
             prof = cProfile.Profile() if rep else None
