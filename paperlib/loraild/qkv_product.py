@@ -39,7 +39,8 @@ Measured (``bench/README.md`` section 7, rounds 12-14, one H100, 128 x 128 token
 :func:`three_dropouts` (round 14) the LoRAILD step keeps the device busy 1.07x as long as Vanilla KD's (1.10x
 with round 13's one dropout of an expanded view), and takes 1.08x Vanilla KD's time in fp32, where the device
 bounds both steps.  In bf16 on busy hosts the steps wait on the host, and the ratio (1.05-1.22x by medians)
-is that of their host work.  On GPUs the C++ twin (:mod:`~paperlib.loraild.qkv_native`) runs instead of this
+is that of their host work; the step then puts 1.06x Vanilla KD's launches on the device (round 15, with the
+A weights and biases cast in one copy, :func:`_lora_a_and_bias`).  On GPUs the C++ twin (:mod:`~paperlib.loraild.qkv_native`) runs instead of this
 module's Python (round 13: the step took 1.10-1.14x against 1.20-1.24x with the Python product).  Compiled
 with CUDA graphs, where dynamo traces it (its settings are plain values; its ``out=`` writes become copies
 there), it took 1.13-1.17x in round 13.
@@ -106,6 +107,34 @@ def _dropped_sum(t: torch.Tensor, masks, p: float) -> torch.Tensor:
     for m in (1, 2):
         out.add_(torch.ops.aten.native_dropout_backward(t[m], masks[m], scale))
     return out
+
+
+def _lora_a_and_bias(lora_a, biases, ws, dtype: torch.dtype):
+    """``(A, b)`` in ``dtype``: ``A`` ``[3, r, d]`` the stacked ``lora_a`` (``None`` without LoRA) and ``b`` the
+    biases side by side, ``[d_q + d_k + d_v]`` (zeros for a missing one; ``None`` when all are).
+
+    In eager mode they are views of one buffer, written by one multi-tensor copy (``torch._foreach_copy_``:
+    one kernel for the six casts, where a stack and a cat into another dtype launch one copy per piece;
+    bench/README.md section 7, round 15).  While compiling, and with some biases missing, a stack and a cat."""
+    device = ws[0].device
+    rows = [w.shape[0] for w in ws]
+    some, every = any(b is not None for b in biases), all(b is not None for b in biases)
+    if torch.compiler.is_compiling() or (some and not every):
+        a = None if lora_a is None else _into(torch.empty(3, *lora_a[0].shape, dtype=dtype, device=device),
+                                               torch.stack, lora_a)
+        if not some:
+            return a, None
+        bias = torch.empty(sum(rows), dtype=dtype, device=device)
+        return a, _into(bias, torch.cat, [b if b is not None else w.new_zeros(w.shape[0]) for b, w in zip(biases, ws)])
+    n_a = 0 if lora_a is None else 3 * lora_a[0].numel()
+    buf = torch.empty(n_a + (sum(rows) if some else 0), dtype=dtype, device=device)
+    a = None if lora_a is None else buf[:n_a].view(3, *lora_a[0].shape)
+    bias = buf[n_a:] if some else None
+    dst = (list(a.unbind(0)) if a is not None else []) + (list(bias.split(rows)) if some else [])
+    src = (list(lora_a) if a is not None else []) + (list(biases) if some else [])
+    if dst:
+        torch._foreach_copy_(dst, src)
+    return a, bias
 
 
 def _diagonal_blocks(wide: torch.Tensor, rows: int, d: int, r: int) -> torch.Tensor:
@@ -184,8 +213,10 @@ class QkvProduct(torch.autograd.Function):
         # the one cast of the layer input; the torch features drop out a contiguous copy (xd is strided)
         xb = _stored(x2, dtype) if torch_drop else x2
         xd.copy_(xb)
+        biases = (b_q, b_k, b_v)
+        rows = tuple(w.shape[0] for w in ws)
+        a, bias = _lora_a_and_bias((a_q, a_k, a_v) if lora else None, biases, ws, dtype)
         if lora:
-            a = _into(torch.empty(3, r, d, dtype=dtype, device=x.device), torch.stack, (a_q, a_k, a_v))
             h = xc.as_strided((3, n, r), (r, k, 1), d)  # X''s H columns as [3, N, r], written in place below
             if drop and spec.features == "triton":
                 h.copy_(lora_a_kernel.forward_features(xd, a, spec.p, spec.seed,
@@ -197,14 +228,7 @@ class QkvProduct(torch.autograd.Function):
             else:
                 _into(xc.narrow(1, d, 3 * r), torch.mm, xd, a.view(3 * r, d).T)
         wc = _widened_weight(ws, (bl_q, bl_k, bl_v), d, r, spec.scale, dtype)
-        biases = (b_q, b_k, b_v)
-        rows = tuple(w.shape[0] for w in ws)
-        if all(b is None for b in biases):
-            y = torch.mm(xc, wc.T)
-        else:
-            bias = torch.empty(sum(rows), dtype=dtype, device=x.device)
-            _into(bias, torch.cat, [b if b is not None else w.new_zeros(w.shape[0]) for b, w in zip(biases, ws)])
-            y = torch.addmm(bias, xc, wc.T)
+        y = torch.mm(xc, wc.T) if bias is None else torch.addmm(bias, xc, wc.T)
         outs = y.view(*lead, y.shape[1]).split(rows, dim=-1)
         ctx.save_for_backward(xc, wc, a, *xs, *mask)
         dtypes = (w_q.dtype, next((b.dtype for b in biases if b is not None), None),

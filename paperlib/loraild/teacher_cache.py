@@ -97,6 +97,8 @@ class TeacherCache:
 
     def __init__(self, parts: dict[str, torch.Tensor | dict]):
         self.parts = parts
+        #: seq_len -> (flat row of every example's token t, 0 past its length ``[n, seq_len]``; past its length)
+        self._rows: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def has(self, part: str) -> bool:
         return part in self.parts
@@ -123,24 +125,38 @@ class TeacherCache:
 
         Example ``i``'s features are rows ``offsets[i] .. offsets[i+1]`` of the flat store; token
         ``t`` of the batch row reads row ``offsets[i] + t`` when ``t`` is below the example's
-        stored length, else zero.
+        stored length, else zero.  Those rows are tabled once per ``seq_len`` (:meth:`_row_table`), so a
+        lookup is four operations on the store's device (two gathers from the table, one from the store,
+        one fill), not a dozen (the eager step at the paper's size is bound by the host launching them).
         """
         here = idx.detach().to(self.device)
         logits = self.parts["logits"][here].to(device)  # type: ignore[index]
         lora = pooled = None
         if "lora" in self.parts:
             store = self.parts["lora"]
-            flat, offsets, shape = store["flat"], store["offsets"], store["shape"]  # type: ignore[index]
-            start = offsets[here]
-            length = offsets[here + 1] - start
-            pos = torch.arange(seq_len, device=flat.device)
-            valid = pos[None, :] < length[:, None]  # [B, T]
-            rows = torch.where(valid, start[:, None] + pos[None, :], torch.zeros_like(start)[:, None])
-            out = flat[rows].masked_fill_(~valid[..., None], 0)  # [B, T, D]
-            lora = out.view(len(here), seq_len, *shape).to(device)
+            rows, past = self._row_table(seq_len)
+            out = store["flat"][rows[here]].masked_fill_(past[here][..., None], 0)  # type: ignore[index]  # [B, T, D]
+            lora = out.view(len(here), seq_len, *store["shape"]).to(device)  # type: ignore[index]
         if "pooled" in self.parts:
             pooled = self.parts["pooled"][here].to(device)  # type: ignore[index]
         return TeacherBatch(logits, lora, pooled)
+
+    def _row_table(self, seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(rows, past)``, each ``[examples, seq_len]`` on the store's device: the flat row token ``t`` of
+        example ``i`` reads (``offsets[i] + t``; 0 where ``past``) and whether ``t`` is past the example's
+        stored length.  Made at the first lookup of a length (int32 rows where the store allows: 4 bytes per
+        example and position, against the store's ``4 n_t 3 r`` per stored token)."""
+        table = self._rows.get(seq_len)
+        if table is None:
+            store = self.parts["lora"]
+            offsets = store["offsets"].to(store["flat"].device)  # type: ignore[index]
+            pos = torch.arange(seq_len, device=offsets.device)
+            past = pos[None, :] >= (offsets[1:] - offsets[:-1])[:, None]
+            rows = (offsets[:-1, None] + pos[None, :]).masked_fill_(past, 0)
+            if int(offsets[-1]) < 2**31:
+                rows = rows.to(torch.int32)
+            table = self._rows[seq_len] = (rows, past)
+        return table
 
 
 @torch.no_grad()

@@ -72,6 +72,24 @@ def test_product_is_peft_lora_in_outputs_features_and_every_gradient(p, bias, ou
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12, msg=f"gradient {i}")
 
 
+@pytest.mark.parametrize("missing", [0, 1, 2])
+def test_a_missing_bias_is_a_zero_one(missing):
+    """One base layer without a bias (the others with): the product adds nothing for it, as ``F.linear``
+    with no bias does, and gives the other biases their gradients (the stack-and-cat path that the
+    one-copy path leaves such layers to)."""
+    spec = ProductSpec(p=0.3, scale=2.0, dtype=torch.float64)
+    leaves = _leaves()
+    leaves[4 + missing] = None
+    got = _apply(leaves, spec)
+    want = _peft_formula(leaves, 0.3, 2.0)
+    for g_, w_ in zip(got, want):
+        torch.testing.assert_close(g_, w_, rtol=1e-12, atol=1e-12)
+    params = [t for t in leaves if t is not None]
+    cot = [torch.ones_like(t) for t in want]
+    for a, b in zip(torch.autograd.grad(got, params, cot), torch.autograd.grad(want, params, cot)):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
 @pytest.mark.parametrize("autocast", [False, True])
 def test_parameter_gradients_are_stored_as_returned_without_a_copy(autocast):
     """The product returns every parameter gradient contiguous in its parameter's dtype (float32 under

@@ -70,8 +70,16 @@ struct QkvLora : public torch::autograd::Function<QkvLora> {
     // the one cast of the layer input; dropout reads a contiguous copy (xd is strided)
     const Tensor xb = drop ? stored(x2, dtype) : x2;
     xd.copy_(xb);
-    Tensor a = at::empty({3, r, d}, opts);
-    at::stack_out(a, {a_q, a_k, a_v}, 0);
+    const std::vector<int64_t> rows = {w_q.size(0), w_k.size(0), w_v.size(0)};
+    const int64_t total = rows[0] + rows[1] + rows[2];
+    // A [3, r, d] and the biases side by side, views of one buffer written by one multi-tensor copy
+    // (_lora_a_and_bias: one kernel for the six casts)
+    Tensor ab = at::empty({3 * r * d + total}, opts);
+    Tensor a = ab.narrow(0, 0, 3 * r * d).view({3, r, d});
+    Tensor bias = ab.narrow(0, 3 * r * d, total);
+    at::_foreach_copy_({a.select(0, 0), a.select(0, 1), a.select(0, 2), bias.narrow(0, 0, rows[0]),
+                        bias.narrow(0, rows[0], rows[1]), bias.narrow(0, rows[0] + rows[1], rows[2])},
+                       {a_q, a_k, a_v, b_q, b_k, b_v});
     Tensor h = xc.as_strided({3, n, r}, {r, k, 1}, d);
     Tensor xs[3], mask[3];
     if (drop) {
@@ -85,8 +93,6 @@ struct QkvLora : public torch::autograd::Function<QkvLora> {
       Tensor xh = xc.narrow(1, d, 3 * r);
       at::mm_out(xh, xd, a.view({3 * r, d}).t());
     }
-    const std::vector<int64_t> rows = {w_q.size(0), w_k.size(0), w_v.size(0)};
-    const int64_t total = rows[0] + rows[1] + rows[2];
     Tensor wc = at::empty({total, k}, opts);  // W'
     Tensor wd = wc.narrow(1, 0, d);
     at::cat_out(wd, {w_q, w_k, w_v}, 0);
@@ -103,27 +109,22 @@ struct QkvLora : public torch::autograd::Function<QkvLora> {
         off += rows[m];
       }
     }
-    Tensor bias = at::empty({total}, opts);
-    at::cat_out(bias, {b_q, b_k, b_v}, 0);
     Tensor y = at::addmm(bias, xc, wc.t());
     std::vector<int64_t> shape = lead;
     shape.push_back(total);
     auto outs = y.view(shape).split_with_sizes(rows, -1);
 
     ctx->save_for_backward({xc, wc, a, xs[0], xs[1], xs[2], mask[0], mask[1], mask[2]});
-    ctx->saved_data["lead"] = lead;
-    ctx->saved_data["d"] = d;
-    ctx->saved_data["r"] = r;
-    ctx->saved_data["rows"] = rows;
-    ctx->saved_data["p"] = p;
-    ctx->saved_data["scale"] = scale;
-    ctx->saved_data["dtype"] = static_cast<int64_t>(dtype);
-    ctx->saved_data["x_dtype"] = static_cast<int64_t>(x.scalar_type());
-    ctx->saved_data["w_dtype"] = static_cast<int64_t>(w_q.scalar_type());
-    ctx->saved_data["b_dtype"] = static_cast<int64_t>(b_q.scalar_type());
-    ctx->saved_data["a_dtype"] = static_cast<int64_t>(a_q.scalar_type());
-    ctx->saved_data["bl_dtype"] = static_cast<int64_t>(bl_q.scalar_type());
-    ctx->saved_data["drop"] = drop;
+    // the settings backward reads, as one list of integers and one of doubles (two entries, not thirteen):
+    // d, r, the three rows, the dtypes of the arithmetic, x, W, b, A and B, whether dropout acts, then x's
+    // leading shape
+    std::vector<int64_t> meta = {d, r, rows[0], rows[1], rows[2], static_cast<int64_t>(dtype),
+                                 static_cast<int64_t>(x.scalar_type()), static_cast<int64_t>(w_q.scalar_type()),
+                                 static_cast<int64_t>(b_q.scalar_type()), static_cast<int64_t>(a_q.scalar_type()),
+                                 static_cast<int64_t>(bl_q.scalar_type()), drop ? 1 : 0};
+    meta.insert(meta.end(), lead.begin(), lead.end());
+    ctx->saved_data["meta"] = meta;
+    ctx->saved_data["p_scale"] = std::vector<double>{p, scale};
     return {outs[0], outs[1], outs[2], h};
   }
 
@@ -134,19 +135,21 @@ struct QkvLora : public torch::autograd::Function<QkvLora> {
     const Tensor& a = saved[2];
     const Tensor xs[3] = {saved[3], saved[4], saved[5]};
     const Tensor mask[3] = {saved[6], saved[7], saved[8]};
-    const auto lead = ctx->saved_data["lead"].toIntVector();
-    const int64_t d = ctx->saved_data["d"].toInt();
-    const int64_t r = ctx->saved_data["r"].toInt();
-    const auto rows = ctx->saved_data["rows"].toIntVector();
-    const double p = ctx->saved_data["p"].toDouble();
-    const double scale = ctx->saved_data["scale"].toDouble();
-    const auto dtype = static_cast<at::ScalarType>(ctx->saved_data["dtype"].toInt());
-    const auto x_dtype = static_cast<at::ScalarType>(ctx->saved_data["x_dtype"].toInt());
-    const auto w_dtype = static_cast<at::ScalarType>(ctx->saved_data["w_dtype"].toInt());
-    const auto b_dtype = static_cast<at::ScalarType>(ctx->saved_data["b_dtype"].toInt());
-    const auto a_dtype = static_cast<at::ScalarType>(ctx->saved_data["a_dtype"].toInt());
-    const auto bl_dtype = static_cast<at::ScalarType>(ctx->saved_data["bl_dtype"].toInt());
-    const bool drop = ctx->saved_data["drop"].toBool();
+    const auto meta = ctx->saved_data["meta"].toIntVector();
+    const auto p_scale = ctx->saved_data["p_scale"].toDoubleVector();
+    const int64_t d = meta[0];
+    const int64_t r = meta[1];
+    const std::vector<int64_t> rows = {meta[2], meta[3], meta[4]};
+    const auto dtype = static_cast<at::ScalarType>(meta[5]);
+    const auto x_dtype = static_cast<at::ScalarType>(meta[6]);
+    const auto w_dtype = static_cast<at::ScalarType>(meta[7]);
+    const auto b_dtype = static_cast<at::ScalarType>(meta[8]);
+    const auto a_dtype = static_cast<at::ScalarType>(meta[9]);
+    const auto bl_dtype = static_cast<at::ScalarType>(meta[10]);
+    const bool drop = meta[11] != 0;
+    const std::vector<int64_t> lead(meta.begin() + 12, meta.end());
+    const double p = p_scale[0];
+    const double scale = p_scale[1];
     const int64_t n = xc.size(0);
     const int64_t k = d + 3 * r;
     const int64_t total = rows[0] + rows[1] + rows[2];
