@@ -420,8 +420,56 @@ twentyeighth2)  # round 14: the same, paperlib's own functions by time including
   step "$OUT/card0.log" python bench/checks/host_profile_steps.py --batch 16 --steps 40 --top 40 \
     --methods vanilla_kd loraild_fixed --sort cumulative --only "paperlib|autograd|optim"
   ;;
+twentyninth1)  # round 15: the host's own work per step (thread CPU time, by phase), host-bound and at 128 x 128
+  step "$OUT/card0.log" python bench/bench_loraild.py --dtypes bf16 --batch 16 --modes cached --steps 40 --warmup 8 \
+    --repeats 8 --methods vanilla_kd loraild_fixed loraild_average loraild_random_step --lora-paths fused \
+    --json "$OUT/loraild_host_b16.json"
+  step "$OUT/card0.log" python bench/bench_loraild.py --dtypes bf16 --batch 128 --modes cached --steps 20 --warmup 8 \
+    --repeats 6 --methods vanilla_kd loraild_fixed --lora-paths fused --json "$OUT/loraild_host_b128.json"
+  ;;
+twentyninth2)  # round 15: the host's own work per step, by the functions that make it (batch 16 x 128)
+  step "$OUT/card0.log" python bench/checks/host_parts.py --batch 16 --steps 40 --repeats 5 \
+    --methods vanilla_kd loraild_fixed
+  ;;
+twentyninth3)  # round 15: host time of one layer's q/k/v work and of its tensor calls; the step's parts, backward too
+  step "$OUT/card0.log" python bench/checks/host_ops.py
+  step "$OUT/card0.log" python bench/checks/host_parts.py --batch 16 --steps 40 --repeats 5 \
+    --methods vanilla_kd loraild_fixed
+  ;;
+thirtieth1)  # round 15: A/B of paperlib in $OLD (e.g. from `git archive REV paperlib`) against the working tree:
+  # the GPU tests of the changed modules, host time of one layer's q/k/v work, the step's host parts
+  OLD=${OLD:-_ab_old}
+  A="env PYTHONPATH=$OLD:$PYTHONPATH TORCH_EXTENSIONS_DIR=/tmp/tex_old"
+  B="env TORCH_EXTENSIONS_DIR=/tmp/tex_new"
+  step "$OUT/card0.log" $B python -m pytest -q -p no:cacheprovider tests/loraild/test_loraild_qkv_native.py \
+    tests/loraild/test_loraild_qkv_product.py tests/loraild/test_loraild_models.py
+  step "$OUT/card0.log" $A python bench/checks/host_ops.py --calls 100 --samples 7
+  step "$OUT/card0.log" $B python bench/checks/host_ops.py --calls 100 --samples 7
+  step "$OUT/card0.log" $A python bench/checks/host_parts.py --batch 16 --steps 30 --repeats 4
+  step "$OUT/card0.log" $B python bench/checks/host_parts.py --batch 16 --steps 30 --repeats 4
+  ;;
+thirtieth2)  # round 15: the step, $OLD's paperlib and the working tree's in turn, at 16 and 128 x 128 (bf16)
+  OLD=${OLD:-_ab_old}
+  for i in 1 2 3; do
+    for v in old new; do
+      if [ $v = old ]; then E="env PYTHONPATH=$OLD:$PYTHONPATH TORCH_EXTENSIONS_DIR=/tmp/tex_old"
+      else E="env TORCH_EXTENSIONS_DIR=/tmp/tex_new"; fi
+      for b in 16 128; do
+        step "$OUT/card0.log" $E python bench/bench_loraild.py --dtypes bf16 --batch $b --modes cached --steps 30 \
+          --warmup 8 --repeats 2 --methods vanilla_kd loraild_fixed --lora-paths fused --json "$OUT/ab_${v}_b${b}_$i.json"
+      done
+    done
+  done
+  ;;
+thirtieth3)  # round 15: device launches and host calls per step, $OLD's paperlib against the working tree's
+  OLD=${OLD:-_ab_old}
+  step "$OUT/card0.log" env PYTHONPATH=$OLD:$PYTHONPATH TORCH_EXTENSIONS_DIR=/tmp/tex_old \
+    python bench/checks/launches_per_step.py --methods vanilla_kd loraild_fixed loraild_average loraild_random_step
+  step "$OUT/card0.log" env TORCH_EXTENSIONS_DIR=/tmp/tex_new \
+    python bench/checks/launches_per_step.py --methods vanilla_kd loraild_fixed loraild_average loraild_random_step
+  ;;
 *)
-  echo "usage: bash bench/run_gpu_benches.sh single|multi|sweep|final|third1|third2|fourth1|fourth2|fifth1|fifth2|sixth1|sixth2|seventh1|seventh2prep|seventh2|eighth1prep|eighth1|ninth1|tenth1prep|tenth1|tenth2|eleventh1prep|eleventh1|twelfth1prep|twelfth1|thirteenth1|fourteenth1|fifteenth1|sixteenth1|seventeenth1|eighteenth1|nineteenth1|twentieth1|twentyfirst1|twentysecond1|twentythird1|twentyfourth1|twentyfifth1|twentyfifth2|twentyfifth3|twentysixth1|twentyseventh1|twentyeighth1|twentyeighth2" >&2
+  echo "usage: bash bench/run_gpu_benches.sh single|multi|sweep|final|third1|third2|fourth1|fourth2|fifth1|fifth2|sixth1|sixth2|seventh1|seventh2prep|seventh2|eighth1prep|eighth1|ninth1|tenth1prep|tenth1|tenth2|eleventh1prep|eleventh1|twelfth1prep|twelfth1|thirteenth1|fourteenth1|fifteenth1|sixteenth1|seventeenth1|eighteenth1|nineteenth1|twentieth1|twentyfirst1|twentysecond1|twentythird1|twentyfourth1|twentyfifth1|twentyfifth2|twentyfifth3|twentysixth1|twentyseventh1|twentyeighth1|twentyeighth2|twentyninth1|twentyninth2|twentyninth3|thirtieth1|thirtieth2|thirtieth3" >&2
   exit 2
   ;;
 esac

@@ -22,7 +22,6 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import bench_loraild as bl  # noqa: E402
-from paperlib.loraild import teacher_cache as tc  # noqa: E402
 
 
 def main() -> None:
@@ -39,9 +38,7 @@ def main() -> None:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     t_cfg, s_cfg = bl.roberta(bl.ROBERTA_LARGE), bl.roberta(bl.DISTILROBERTA_BASE)
     run = types.SimpleNamespace(batch=args.batch, seq=args.seq, rank=32, warmup=8, steps=args.steps, compile=None)
-    teacher = bl.build_teacher(t_cfg, 32, device)
-    split = bl.make_split(args.batch * (run.warmup + run.steps), args.seq, t_cfg.vocab_size)
-    cache = tc.TeacherCache(bl.teacher_parts(teacher, split, args.seq, device)).to(device)
+    teacher, split, cache = bl.cached_teacher(t_cfg, args.batch * (run.warmup + run.steps), args.seq, device)
     for rep in range(2):  # the first pass warms everything up (C++ build, cuBLAS, allocator)
         for name in args.methods:
             prof = cProfile.Profile() if rep else None
