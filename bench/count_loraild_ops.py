@@ -63,14 +63,16 @@ def is_view(name: str) -> bool:
 
 
 def count_method(name: str, bf16: bool, t_cfg, s_cfg, split, cache, rank: int, batch: int, seq: int,
-                 steps: int, fused: bool = True, product: bool = True) -> dict:
-    """Mean aten calls per step (after one warm-up step), per phase, for method ``name``."""
+                 steps: int, fused: bool = True, product: bool = True, native: str = "auto") -> dict:
+    """Mean aten calls per step (after one warm-up step), per phase, for method ``name`` (``native``: the
+    recorder's setting; ``"on"`` counts the C++ product, which GPUs run, on the CPU)."""
     method = METHODS[name]
     torch.manual_seed(0)
     student = build_student(s_cfg, rank if method.student_lora else None, "cpu")
     model = DistillModel(student, method, TASK, t_cfg.num_hidden_layers, t_cfg.hidden_size, fused_lora=fused)
     if model.recorder is not None and fused:
         model.recorder.product = product  # False: round 11's composite fused path
+        model.recorder.native = native
     model.train()
     opt = adamw([p for p in model.parameters() if p.requires_grad], 2e-5, 0.01)
     aligner = LayerAligner(method.alignment, t_cfg.num_hidden_layers, s_cfg.num_hidden_layers, 0) \
@@ -98,8 +100,9 @@ def count_method(name: str, bf16: bool, t_cfg, s_cfg, split, cache, rank: int, b
     finally:
         if model.recorder is not None:
             model.recorder.remove()
+    path = ("fused-native" if native == "on" else "fused") if product else "composite"
     row: dict = {"method": name, "dtype": "bf16" if bf16 else "fp32",
-                 "lora_path": (("fused" if product else "composite") if fused else "hooks") if method.student_lora else "-"}
+                 "lora_path": (path if fused else "hooks") if method.student_lora else "-"}
     total_ops = total_views = 0
     for phase in ("lookup", "forward", "backward", "optimizer"):
         c = counter.counts.get(phase, Counter())
@@ -119,8 +122,9 @@ def main() -> None:
     ap.add_argument("--full", action="store_true", help="the paper's model configs (slow on a CPU)")
     ap.add_argument("--methods", nargs="+", default=[m for m in BENCH_METHODS if m != "rail_kd_c"])
     ap.add_argument("--dtype", default="bf16", choices=["bf16", "fp32"])
-    ap.add_argument("--lora-paths", nargs="+", default=["fused"], choices=["fused", "composite", "hooks"],
-                    help="fused: one q/k/v product per layer (the default); composite: round 11's fused path")
+    ap.add_argument("--lora-paths", nargs="+", default=["fused"], choices=["fused", "fused-native", "composite", "hooks"],
+                    help="fused: one q/k/v product per layer (the default; in Python on the CPU); fused-native: its "
+                         "C++ twin, which GPUs run (built here if need be); composite: round 11's fused path")
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--seq", type=int, default=16)
     ap.add_argument("--rank", type=int, default=8)
@@ -142,7 +146,8 @@ def main() -> None:
     for name in args.methods:
         for path in (args.lora_paths if METHODS[name].student_lora else ["fused"]):
             r = count_method(name, bf16, t_cfg, s_cfg, split, cache, args.rank, args.batch, args.seq,
-                             args.steps, fused=path != "hooks", product=path == "fused")
+                             args.steps, fused=path != "hooks", product=path.startswith("fused"),
+                             native="on" if path == "fused-native" else "auto")
             rows.append(r)
             print(f"{name:22s} {r['lora_path']:9s} {r['lookup']:7.0f} {r['forward']:8.0f} {r['backward']:9.0f} "
                   f"{r['optimizer']:6.0f} {r['ops']:6.0f} {r['views']:6.0f}")

@@ -468,8 +468,13 @@ thirtieth3)  # round 15: device launches and host calls per step, $OLD's paperli
   step "$OUT/card0.log" env TORCH_EXTENSIONS_DIR=/tmp/tex_new \
     python bench/checks/launches_per_step.py --methods vanilla_kd loraild_fixed loraild_average loraild_random_step
   ;;
+thirtyfirst1)  # round 15, last call: the bf16 step at 128 x 128 with the round's code, then the fused-LoRA GPU tests
+  step "$OUT/card0.log" python bench/bench_loraild.py --dtypes bf16 --batch 128 --modes cached --steps 20 --warmup 8 \
+    --repeats 4 --methods vanilla_kd loraild_fixed --lora-paths fused --json "$OUT/loraild_steps_b128_r15.json"
+  step "$OUT/card0.log" python -m pytest -q -p no:cacheprovider tests/loraild/test_loraild_fused_lora.py -k cuda
+  ;;
 *)
-  echo "usage: bash bench/run_gpu_benches.sh single|multi|sweep|final|third1|third2|fourth1|fourth2|fifth1|fifth2|sixth1|sixth2|seventh1|seventh2prep|seventh2|eighth1prep|eighth1|ninth1|tenth1prep|tenth1|tenth2|eleventh1prep|eleventh1|twelfth1prep|twelfth1|thirteenth1|fourteenth1|fifteenth1|sixteenth1|seventeenth1|eighteenth1|nineteenth1|twentieth1|twentyfirst1|twentysecond1|twentythird1|twentyfourth1|twentyfifth1|twentyfifth2|twentyfifth3|twentysixth1|twentyseventh1|twentyeighth1|twentyeighth2|twentyninth1|twentyninth2|twentyninth3|thirtieth1|thirtieth2|thirtieth3" >&2
+  echo "usage: bash bench/run_gpu_benches.sh single|multi|sweep|final|third1|third2|fourth1|fourth2|fifth1|fifth2|sixth1|sixth2|seventh1|seventh2prep|seventh2|eighth1prep|eighth1|ninth1|tenth1prep|tenth1|tenth2|eleventh1prep|eleventh1|twelfth1prep|twelfth1|thirteenth1|fourteenth1|fifteenth1|sixteenth1|seventeenth1|eighteenth1|nineteenth1|twentieth1|twentyfirst1|twentysecond1|twentythird1|twentyfourth1|twentyfifth1|twentyfifth2|twentyfifth3|twentysixth1|twentyseventh1|twentyeighth1|twentyeighth2|twentyninth1|twentyninth2|twentyninth3|thirtieth1|thirtieth2|thirtieth3|thirtyfirst1" >&2
   exit 2
   ;;
 esac

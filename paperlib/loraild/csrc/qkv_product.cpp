@@ -75,20 +75,19 @@ struct QkvLora : public torch::autograd::Function<QkvLora> {
     // A [3, r, d] and the biases side by side, views of one buffer written by one multi-tensor copy
     // (_lora_a_and_bias: one kernel for the six casts)
     Tensor ab = at::empty({3 * r * d + total}, opts);
-    Tensor a = ab.narrow(0, 0, 3 * r * d).view({3, r, d});
-    Tensor bias = ab.narrow(0, 3 * r * d, total);
-    at::_foreach_copy_({a.select(0, 0), a.select(0, 1), a.select(0, 2), bias.narrow(0, 0, rows[0]),
-                        bias.narrow(0, rows[0], rows[1]), bias.narrow(0, rows[0] + rows[1], rows[2])},
-                       {a_q, a_k, a_v, b_q, b_k, b_v});
+    // (views made in as few calls as the step allows: each is a call the host makes, on every layer, every step)
+    Tensor a = ab.as_strided({3, r, d}, {r * d, d, 1}, 0);
+    Tensor bias = ab.as_strided({total}, {1}, 3 * r * d);
+    std::vector<Tensor> pieces = a.unbind(0);
+    for (const Tensor& b : bias.split_with_sizes(rows, 0)) pieces.push_back(b);
+    at::_foreach_copy_(pieces, {a_q, a_k, a_v, b_q, b_k, b_v});
     Tensor h = xc.as_strided({3, n, r}, {r, k, 1}, d);
     Tensor xs[3], mask[3];
     if (drop) {
       // three independent masks drawn one after another, query, key, value (three_dropouts)
       for (int m = 0; m < 3; ++m) std::tie(xs[m], mask[m]) = at::native_dropout(xb, p, true);
-      for (int m = 0; m < 3; ++m) {
-        Tensor hm = h.select(0, m);
-        at::mm_out(hm, xs[m], a.select(0, m).t());
-      }
+      std::vector<Tensor> hs = h.unbind(0), at_ = a.transpose(1, 2).unbind(0);
+      for (int m = 0; m < 3; ++m) at::mm_out(hs[m], xs[m], at_[m]);
     } else {
       Tensor xh = xc.narrow(1, d, 3 * r);
       at::mm_out(xh, xd, a.view({3 * r, d}).t());
@@ -189,13 +188,12 @@ struct QkvLora : public torch::autograd::Function<QkvLora> {
       // sum_m dropout_m^T(dH_m A_m), summed in place into the first term (_dropped_sum)
       const Tensor t = at::bmm(dh, a);
       const double keep = 1.0 / (1.0 - p);
-      dx_a = at::native_dropout_backward(t.select(0, 0), mask[0], keep);
-      for (int m = 1; m < 3; ++m) dx_a.add_(at::native_dropout_backward(t.select(0, m), mask[m], keep));
+      const std::vector<Tensor> ts = t.unbind(0);
+      dx_a = at::native_dropout_backward(ts[0], mask[0], keep);
+      for (int m = 1; m < 3; ++m) dx_a.add_(at::native_dropout_backward(ts[m], mask[m], keep));
       da = at::empty({3, r, d}, xc.options());
-      for (int m = 0; m < 3; ++m) {
-        Tensor dam = da.select(0, m);
-        at::mm_out(dam, dh.select(0, m).t(), xs[m]);
-      }
+      std::vector<Tensor> das = da.unbind(0), dhs = dh.transpose(1, 2).unbind(0);
+      for (int m = 0; m < 3; ++m) at::mm_out(das[m], dhs[m], xs[m]);
     } else {
       const Tensor dh_flat = dh.transpose(0, 1).reshape({n, 3 * r});
       dx_a = at::mm(dh_flat, a.view({3 * r, d}));
