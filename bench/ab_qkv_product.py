@@ -99,7 +99,7 @@ def micro(old, dev, n: int = 16, d: int = 64, r: int = 4, iters: int = 200, repe
 
 def steps(old, dev, repeats: int) -> dict:
     args = types.SimpleNamespace(steps=20, warmup=8, batch=128, seq=128, rank=32, compile=None)
-    t_cfg, s_cfg = B.roberta(B.ROBERTA_LARGE), B.roberta(B.DISTILROBERTA_BASE)
+    t_cfg, s_cfg = B.model_configs()
     teacher = B.build_teacher(t_cfg, args.rank, dev)
     split = B.make_split(args.batch * (args.steps + args.warmup), args.seq, t_cfg.vocab_size)
     cache = tc.TeacherCache(B.teacher_parts(teacher, split, args.seq, dev)).to(dev)

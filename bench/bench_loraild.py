@@ -68,6 +68,19 @@ def roberta(sizes: dict) -> RobertaConfig:
     return RobertaConfig(**COMMON, **sizes)
 
 
+def model_configs(tiny: bool = False) -> tuple[RobertaConfig, RobertaConfig]:
+    """``(teacher, student)`` configs: the paper's (RoBERTa-large, DistilRoBERTa-base), or the 4- and
+    2-layer pair of ``--tiny`` smoke tests."""
+    if tiny:
+        return roberta(TINY_TEACHER), roberta(TINY_STUDENT)
+    return roberta(ROBERTA_LARGE), roberta(DISTILROBERTA_BASE)
+
+
+def step_args(batch: int, seq: int, steps: int, warmup: int = 8, rank: int = 32) -> argparse.Namespace:
+    """The settings :func:`bench_method` reads (eager, LoRA rank ``rank``), for the checks that run its rows."""
+    return argparse.Namespace(batch=batch, seq=seq, rank=rank, warmup=warmup, steps=steps, compile=None)
+
+
 def forward_flops(cfg: RobertaConfig, seq: int, rank: int | None) -> float:
     """Forward FLOPs per token: 2 x (matmul weights of the blocks) + attention (4 L T d) + LoRA."""
     L, d, ff = cfg.num_hidden_layers, cfg.hidden_size, cfg.intermediate_size
@@ -95,7 +108,8 @@ LORA_PATHS: dict[str, tuple[str, bool, bool, str] | tuple[None, None, None, None
     "fused-triton": ("triton", True, True, "auto"), "composite": ("auto", True, False, "auto"),
     "branch": ("triton", True, False, "auto"), "fused-composite": ("triton", False, False, "auto"),
     "hooks": (None, None, None, None), "fused-python": ("auto", True, True, "off")}
-#: the phases of a step whose host CPU time bench_method reports (``host_phase_ms``)
+#: the phases of a step whose host CPU time bench_method reports (``host_phase_ms``); "teacher" is the batch's
+#: transfer and the teacher's outputs (cached or computed)
 HOST_PHASES = ("teacher", "forward", "backward", "optimizer")
 #: --vanilla-qkv: the students without LoRA: HF's three nn.Linear, or one product per layer (PlainQkv)
 PLAIN_QKV = ("linear", "product")
@@ -321,8 +335,7 @@ def main() -> None:
         return
 
     device = torch.device("cuda" if torch.cuda.is_available() and not args.tiny else "cpu")
-    t_cfg, s_cfg = (roberta(TINY_TEACHER), roberta(TINY_STUDENT)) if args.tiny else \
-        (roberta(ROBERTA_LARGE), roberta(DISTILROBERTA_BASE))
+    t_cfg, s_cfg = model_configs(args.tiny)
     info = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
             "torch": torch.__version__, "batch": args.batch, "seq": args.seq, "rank": args.rank}
     import transformers

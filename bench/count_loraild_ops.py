@@ -27,9 +27,9 @@ from collections import Counter
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from bench_loraild import (BENCH_METHODS, DISTILROBERTA_BASE, ROBERTA_LARGE, TASK, TINY_STUDENT, TINY_TEACHER,
-                           build_student, build_teacher, make_split, roberta, teacher_parts)
-from paperlib.loraild import teacher_cache as tc
+from bench_loraild import (BENCH_METHODS, TASK, build_student, build_teacher, make_split, model_configs,
+                           teacher_parts)
+from paperlib.loraild import qkv_native, teacher_cache as tc
 from paperlib.loraild.alignment import LayerAligner
 from paperlib.loraild.config import METHODS
 from paperlib.loraild.curriculum import method_weights
@@ -132,8 +132,13 @@ def main() -> None:
     ap.add_argument("--detail", action="store_true", help="print the most frequent operations per phase")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
-    t_cfg, s_cfg = (roberta(ROBERTA_LARGE), roberta(DISTILROBERTA_BASE)) if args.full else \
-        (roberta(TINY_TEACHER), roberta(TINY_STUDENT))
+    if "fused-native" in args.lora_paths:
+        try:
+            qkv_native.load()
+        except RuntimeError as e:
+            raise SystemExit(f"count_loraild_ops: --lora-paths fused-native: {e}; or count the Python product "
+                             "with --lora-paths fused") from None
+    t_cfg, s_cfg = model_configs(not args.full)
     teacher = build_teacher(t_cfg, args.rank, "cpu")
     split = make_split(args.batch * (args.steps + 1), args.seq, t_cfg.vocab_size)
     bf16 = args.dtype == "bf16"

@@ -19,7 +19,6 @@ import functools
 import statistics
 import sys
 import time
-import types
 from pathlib import Path
 
 import torch
@@ -74,9 +73,8 @@ def main() -> None:
     ap.add_argument("--tiny", action="store_true", help="2-layer models (a smoke test on the CPU)")
     args = ap.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    t_cfg, s_cfg = (bl.roberta(bl.TINY_TEACHER), bl.roberta(bl.TINY_STUDENT)) if args.tiny else \
-        (bl.roberta(bl.ROBERTA_LARGE), bl.roberta(bl.DISTILROBERTA_BASE))
-    run = types.SimpleNamespace(batch=args.batch, seq=args.seq, rank=32, warmup=8, steps=args.steps, compile=None)
+    t_cfg, s_cfg = bl.model_configs(args.tiny)
+    run = bl.step_args(args.batch, args.seq, args.steps)
     teacher, split, cache = bl.cached_teacher(t_cfg, args.batch * (run.warmup + run.steps), args.seq, device)
     if device.type == "cuda":
         qkv_native.available()  # built before any row

@@ -15,7 +15,6 @@ import cProfile
 import io
 import pstats
 import sys
-import types
 from pathlib import Path
 
 import torch
@@ -36,8 +35,8 @@ def main() -> None:
                                                  "(e.g. paperlib)")
     args = ap.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    t_cfg, s_cfg = bl.roberta(bl.ROBERTA_LARGE), bl.roberta(bl.DISTILROBERTA_BASE)
-    run = types.SimpleNamespace(batch=args.batch, seq=args.seq, rank=32, warmup=8, steps=args.steps, compile=None)
+    t_cfg, s_cfg = bl.model_configs()
+    run = bl.step_args(args.batch, args.seq, args.steps)
     teacher, split, cache = bl.cached_teacher(t_cfg, args.batch * (run.warmup + run.steps), args.seq, device)
     for rep in range(2):  # the first pass warms everything up (C++ build, cuBLAS, allocator)
         for name in args.methods:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import types
 from collections import Counter
 from pathlib import Path
 
@@ -43,9 +42,8 @@ def main() -> None:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # on the CPU: aten ops only
     if device.type == "cuda":
         qkv_native.available()
-    t_cfg, s_cfg = (bl.roberta(bl.TINY_TEACHER), bl.roberta(bl.TINY_STUDENT)) if args.tiny else \
-        (bl.roberta(bl.ROBERTA_LARGE), bl.roberta(bl.DISTILROBERTA_BASE))
-    run = types.SimpleNamespace(batch=args.batch, seq=args.seq, rank=32, warmup=3, steps=2, compile=None)
+    t_cfg, s_cfg = bl.model_configs(args.tiny)
+    run = bl.step_args(args.batch, args.seq, 2, warmup=3)
     teacher, split, cache = bl.cached_teacher(t_cfg, args.batch * (run.warmup + 2 + args.steps), args.seq, device)
     print(f"per training step (bf16, batch {args.batch} x {args.seq}, cached teacher, eager; {torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}; "
           f"the counts of a run of {run.warmup + 2 + args.steps} steps less those of one of {run.warmup + 2}, over "
@@ -55,7 +53,7 @@ def main() -> None:
     def count(name: str, steps: int) -> tuple[Counter, int]:
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             bl.bench_method(name, "cached", True, teacher, None, t_cfg, s_cfg, split, cache,
-                            types.SimpleNamespace(**{**vars(run), "steps": steps}), device)
+                            bl.step_args(args.batch, args.seq, steps, warmup=run.warmup), device)
         launches, ops = Counter(), 0
         for e in prof.events():
             if e.name in LAUNCHES:
