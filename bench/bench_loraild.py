@@ -144,9 +144,10 @@ def cached_teacher(t_cfg: RobertaConfig, examples: int, seq: int, device) -> tup
 
 
 def bench_method(name: str, mode: str, bf16: bool, teacher, t_recorder, t_cfg, s_cfg, split, cache, args, device,
-                 path: str = "fused") -> dict:
+                 path: str = "fused", timed=contextlib.nullcontext) -> dict:
     """Time ``args.steps`` training steps (after ``args.warmup``) of one method (``path``: one of
-    :data:`LORA_PATHS`, the student's LoRA for the LoRAILD methods)."""
+    :data:`LORA_PATHS`, the student's LoRA for the LoRAILD methods).  ``timed()`` is entered around the timed
+    steps alone (e.g. a profiler: model building and the warm-up steps stay out of it)."""
     method = METHODS[name]
     plain = None
     fused = path != "hooks"  # path: one of LORA_PATHS for a LoRA student, of PLAIN_QKV for the others
@@ -211,13 +212,14 @@ def bench_method(name: str, mode: str, bf16: bool, teacher, t_recorder, t_cfg, s
         sync(device)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
-        t0 = time.perf_counter()
-        stamps = []
-        for _ in range(args.steps):
-            loss = step(next(batches))
-            stamps.append(time.perf_counter())  # when the host is free for the next step
-        sync(device)
-        dt = (time.perf_counter() - t0) / args.steps
+        with timed():
+            t0 = time.perf_counter()
+            stamps = []
+            for _ in range(args.steps):
+                loss = step(next(batches))
+                stamps.append(time.perf_counter())  # when the host is free for the next step
+            sync(device)
+            dt = (time.perf_counter() - t0) / args.steps
         # the host's own work per step: CPU time of this process (its threads' together: backward runs on
         # autograd's device thread; time the host spent descheduled by other load is not in it), median over the
         # timed steps, and per phase.  Where the device bounds the step the host also spins in kernel launches
@@ -256,14 +258,15 @@ def profile_one(name: str, mode: str, teacher, t_recorder, t_cfg, s_cfg, split, 
 
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     path = args.profile_lora_path
-    with prof(activities=acts) as p:
-        bench_method(name, mode, True, teacher, t_recorder, t_cfg, s_cfg, split, cache, args, device, path)
+    p = prof(activities=acts)
+    # the timed steps only: the model's upload (pageable copies) and the warm-up steps stay out of the table
+    bench_method(name, mode, True, teacher, t_recorder, t_cfg, s_cfg, split, cache, args, device, path, timed=lambda: p)
     key = "cuda_time_total" if device.type == "cuda" else "cpu_time_total"
     averages = p.key_averages()
     table = averages.table(sort_by=key, row_limit=30)
-    steps = args.warmup + args.steps
+    steps = args.steps
     gpu, cpu = profile_ms_per_step(averages, steps)
-    head = (f"# {name}, {mode} teacher, bf16 autocast, compile={args.compile}, LoRA path {path}, {steps} steps profiled\n"
+    head = (f"# {name}, {mode} teacher, bf16 autocast, compile={args.compile}, LoRA path {path}, the {steps} timed steps profiled\n"
             f"# per step: device busy {gpu:.1f} ms, host operator time {cpu:.1f} ms (with profiler overhead)\n")
     print(head + table)
     with open(out, "w") as fh:

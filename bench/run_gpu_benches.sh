@@ -473,8 +473,25 @@ thirtyfirst1)  # round 15, last call: the bf16 step at 128 x 128 with the round'
     --repeats 4 --methods vanilla_kd loraild_fixed --lora-paths fused --json "$OUT/loraild_steps_b128_r15.json"
   step "$OUT/card0.log" python -m pytest -q -p no:cacheprovider tests/loraild/test_loraild_fused_lora.py -k cuda
   ;;
+thirtysecond1)  # round 16: the host's calls per step by name, Vanilla KD against LoRAILD Fixed; the step's host parts
+  step "$OUT/card0.log" python bench/checks/host_by_op.py --batch 16 --steps 10 --top 60
+  step "$OUT/card0.log" python bench/checks/host_parts.py --batch 16 --steps 40 --repeats 5 \
+    --methods vanilla_kd loraild_fixed
+  ;;
+thirtysecond2)  # round 16: the layer's LoRA-A features with three masks drawn in one call against three
+  step "$OUT/card0.log" python bench/checks/one_draw_dropout.py
+  ;;
+thirtysecond3)  # round 16: calls by name again (steps' events only), then the final code's step at 128 x 128 in bf16
+  # (with both methods' device-busy time per step) and fp32, where the device bounds it
+  step "$OUT/card0.log" python bench/checks/host_by_op.py --batch 16 --steps 10 --top 45
+  step "$OUT/card0.log" python bench/bench_loraild.py --dtypes bf16 --batch 128 --modes cached --steps 20 --warmup 8 \
+    --repeats 6 --methods vanilla_kd loraild_fixed --lora-paths fused --profile "$OUT/profile_b128.txt" \
+    --profile-method vanilla_kd loraild_fixed --json "$OUT/loraild_steps_b128_r16.json"
+  step "$OUT/card0.log" python bench/bench_loraild.py --dtypes fp32 --batch 128 --modes cached --steps 30 --warmup 5 \
+    --repeats 3 --methods vanilla_kd loraild_fixed --lora-paths fused --json "$OUT/loraild_steps_fp32_b128_r16.json"
+  ;;
 *)
-  echo "usage: bash bench/run_gpu_benches.sh single|multi|sweep|final|third1|third2|fourth1|fourth2|fifth1|fifth2|sixth1|sixth2|seventh1|seventh2prep|seventh2|eighth1prep|eighth1|ninth1|tenth1prep|tenth1|tenth2|eleventh1prep|eleventh1|twelfth1prep|twelfth1|thirteenth1|fourteenth1|fifteenth1|sixteenth1|seventeenth1|eighteenth1|nineteenth1|twentieth1|twentyfirst1|twentysecond1|twentythird1|twentyfourth1|twentyfifth1|twentyfifth2|twentyfifth3|twentysixth1|twentyseventh1|twentyeighth1|twentyeighth2|twentyninth1|twentyninth2|twentyninth3|thirtieth1|thirtieth2|thirtieth3|thirtyfirst1" >&2
+  echo "usage: bash bench/run_gpu_benches.sh single|multi|sweep|final|third1|third2|fourth1|fourth2|fifth1|fifth2|sixth1|sixth2|seventh1|seventh2prep|seventh2|eighth1prep|eighth1|ninth1|tenth1prep|tenth1|tenth2|eleventh1prep|eleventh1|twelfth1prep|twelfth1|thirteenth1|fourteenth1|fifteenth1|sixteenth1|seventeenth1|eighteenth1|nineteenth1|twentieth1|twentyfirst1|twentysecond1|twentythird1|twentyfourth1|twentyfifth1|twentyfifth2|twentyfifth3|twentysixth1|twentyseventh1|twentyeighth1|twentyeighth2|twentyninth1|twentyninth2|twentyninth3|thirtieth1|thirtieth2|thirtieth3|thirtyfirst1|thirtysecond1|thirtysecond2|thirtysecond3" >&2
   exit 2
   ;;
 esac
