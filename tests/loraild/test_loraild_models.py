@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
 import torch
 
 from paperlib.loraild.encoding import Collator, encode, make_loader
@@ -269,14 +270,37 @@ def test_forward_mask_is_chosen_on_the_host_and_changes_no_output(monkeypatch):
 
 
 def test_embedded_model_pins_are_the_ones_the_setup_installs():
-    """Both registries of embedded models name the packages (and versions) that
+    """Both lists of embedded models (the analysed ones, and the encoders LoRAILD trains, which share
+    MiniLM-L6's entry) name the packages (and versions) that
     requirements-embedded.txt installs: a version bumped in one place only would look for weights
     that the setup does not install (the split-zip mpnet parts are optional, not in that file)."""
     from paperlib.data.models import EMBEDDED_MODELS as analysed
+    from paperlib.data.models import EmbeddedModel
     from paperlib.loraild.models import EMBEDDED_MODELS as trained
 
     text = (Path(__file__).resolve().parents[2] / "requirements-embedded.txt").read_text()
     installed = {ln.strip() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")}
     assert {m.pip for m in analysed.values()} <= installed
-    pins = {spec[1] for spec in trained.values() if isinstance(spec, tuple)}
+    pins = {spec.pip for spec in trained.values() if isinstance(spec, EmbeddedModel)}
     assert pins and pins <= installed
+
+
+def test_one_model_load_error_and_one_quiet_loader_for_both_analyses():
+    """LoRAILD raises the swap analysis's ``ModelLoadError`` (one ``except`` catches both), and the one
+    ``quiet_transformers`` silences loading's deprecation chatter while letting other warnings through."""
+    import warnings
+
+    from paperlib.data import models as data_models
+    from paperlib.loraild import models as loraild_models
+
+    assert loraild_models.ModelLoadError is data_models.ModelLoadError
+    assert loraild_models.quiet_transformers is data_models.quiet_transformers
+    with pytest.raises(data_models.ModelLoadError, match="no-such-model-xyz"):
+        loraild_models.load_tokenizer("no-such-model-xyz")  # offline (conftest): a hub name fails at once
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        with data_models.quiet_transformers():
+            warnings.warn("old argument", FutureWarning)
+            warnings.warn("a real problem", UserWarning)
+    assert [type(w.message) for w in seen] == [UserWarning]
+
