@@ -490,8 +490,14 @@ thirtysecond3)  # round 16: calls by name again (steps' events only), then the f
   step "$OUT/card0.log" python bench/bench_loraild.py --dtypes fp32 --batch 128 --modes cached --steps 30 --warmup 5 \
     --repeats 3 --methods vanilla_kd loraild_fixed --lora-paths fused --json "$OUT/loraild_steps_fp32_b128_r16.json"
   ;;
+thirtythird1)  # round 16, last call: both methods' device time over the timed steps alone (bench_loraild --profile now
+  # leaves model building and warm-up out), bf16 at 128 x 128
+  step "$OUT/card0.log" python bench/bench_loraild.py --dtypes bf16 --batch 128 --modes cached --steps 20 --warmup 8 \
+    --repeats 3 --methods vanilla_kd loraild_fixed --lora-paths fused --profile "$OUT/profile_b128.txt" \
+    --profile-method vanilla_kd loraild_fixed --json "$OUT/loraild_steps_b128_r16_last.json"
+  ;;
 *)
-  echo "usage: bash bench/run_gpu_benches.sh single|multi|sweep|final|third1|third2|fourth1|fourth2|fifth1|fifth2|sixth1|sixth2|seventh1|seventh2prep|seventh2|eighth1prep|eighth1|ninth1|tenth1prep|tenth1|tenth2|eleventh1prep|eleventh1|twelfth1prep|twelfth1|thirteenth1|fourteenth1|fifteenth1|sixteenth1|seventeenth1|eighteenth1|nineteenth1|twentieth1|twentyfirst1|twentysecond1|twentythird1|twentyfourth1|twentyfifth1|twentyfifth2|twentyfifth3|twentysixth1|twentyseventh1|twentyeighth1|twentyeighth2|twentyninth1|twentyninth2|twentyninth3|thirtieth1|thirtieth2|thirtieth3|thirtyfirst1|thirtysecond1|thirtysecond2|thirtysecond3" >&2
+  echo "usage: bash bench/run_gpu_benches.sh single|multi|sweep|final|third1|third2|fourth1|fourth2|fifth1|fifth2|sixth1|sixth2|seventh1|seventh2prep|seventh2|eighth1prep|eighth1|ninth1|tenth1prep|tenth1|tenth2|eleventh1prep|eleventh1|twelfth1prep|twelfth1|thirteenth1|fourteenth1|fifteenth1|sixteenth1|seventeenth1|eighteenth1|nineteenth1|twentieth1|twentyfirst1|twentysecond1|twentythird1|twentyfourth1|twentyfifth1|twentyfifth2|twentyfifth3|twentysixth1|twentyseventh1|twentyeighth1|twentyeighth2|twentyninth1|twentyninth2|twentyninth3|thirtieth1|thirtieth2|thirtieth3|thirtyfirst1|thirtysecond1|thirtysecond2|thirtysecond3|thirtythird1" >&2
   exit 2
   ;;
 esac
