@@ -41,7 +41,7 @@ with round 13's one dropout of an expanded view), and takes 1.08x Vanilla KD's t
 bounds both steps.  In bf16 on busy hosts the steps wait on the host, and the ratio (1.05-1.22x by medians)
 is that of their host work; the step then puts 1.06x Vanilla KD's launches on the device (round 15, with the
 A weights and biases cast in one copy, :func:`_lora_a_and_bias`), and LoRA's own calls (the three dropouts, their
-products and gradients) already cost these hosts about 1.12-1.15x Vanilla KD's host work (round 16).  On GPUs the C++ twin (:mod:`~paperlib.loraild.qkv_native`) runs instead of this
+products and gradients) already cost these hosts about 1.10-1.15x Vanilla KD's host work (round 16).  On GPUs the C++ twin (:mod:`~paperlib.loraild.qkv_native`) runs instead of this
 module's Python (round 13: the step took 1.10-1.14x against 1.20-1.24x with the Python product).  Compiled
 with CUDA graphs, where dynamo traces it (its settings are plain values; its ``out=`` writes become copies
 there), it took 1.13-1.17x in round 13.
