@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import torch
+from host_ops import per_call_us  # bench/checks, this script's folder: process CPU time per call
 
 D, R, P = 768, 32, 0.05
 
@@ -77,20 +77,6 @@ def one(xb, a, h, dh, backward: bool, mask=None):
     return dx, da
 
 
-def host_us(fn, calls: int, samples: int, sync) -> float:
-    for _ in range(10):
-        fn()
-    sync()
-    out = []
-    for _ in range(samples):
-        t0 = time.process_time()
-        for _ in range(calls):
-            fn()
-        out.append((time.process_time() - t0) / calls * 1e6)
-        sync()
-    return statistics.median(out)
-
-
 def device_us(fn, calls: int, samples: int) -> float:
     for _ in range(5):
         fn()
@@ -132,7 +118,7 @@ def main() -> None:
     small = make(args.tokens, device, dtype)
     big = make(args.device_tokens, device, dtype) if device.type == "cuda" else None
     for label, fn in (("three", three), ("one", one)):
-        row = [host_us(lambda: fn(*small, b), args.calls, args.samples, sync) for b in (False, True)]
+        row = [per_call_us(lambda: fn(*small, b), args.calls, args.samples, sync) for b in (False, True)]
         if big is not None:
             row += [device_us(lambda: fn(*big, b), 50, args.samples) for b in (False, True)]
         print(f"{label:10s} " + " ".join(f"{v:9.1f}" for v in row), flush=True)
