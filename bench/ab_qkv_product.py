@@ -23,14 +23,12 @@ import json
 import statistics
 import sys
 import time
-import types
 
 import torch
 from torch import nn
 
 import bench_loraild as B
 from paperlib.loraild import fused_lora, qkv_product as new
-from paperlib.loraild import teacher_cache as tc
 
 
 def load_old(path: str):
@@ -98,11 +96,9 @@ def micro(old, dev, n: int = 16, d: int = 64, r: int = 4, iters: int = 200, repe
 
 
 def steps(old, dev, repeats: int) -> dict:
-    args = types.SimpleNamespace(steps=20, warmup=8, batch=128, seq=128, rank=32, compile=None)
+    args = B.step_args(128, 128, 20)
     t_cfg, s_cfg = B.model_configs()
-    teacher = B.build_teacher(t_cfg, args.rank, dev)
-    split = B.make_split(args.batch * (args.steps + args.warmup), args.seq, t_cfg.vocab_size)
-    cache = tc.TeacherCache(B.teacher_parts(teacher, split, args.seq, dev)).to(dev)
+    teacher, split, cache = B.cached_teacher(t_cfg, args.batch * (args.steps + args.warmup), args.seq, dev)
     del teacher
     torch.cuda.empty_cache()
     rows = [("Vanilla KD", "vanilla_kd", "linear", None), ("LoRAILD, new product", "loraild_fixed", "fused", new),
